@@ -1,0 +1,218 @@
+"""DCFB fusion network: two encoders, Deformable Cross Feature Blend blocks, a decoder of blend weights.
+
+After Liu et al., "Three-Dimensional Medical Image Fusion with Deformable Cross-Attention" (ICONIP 2023),
+with the flaws of its public code avoided: the attention weights are a softmax over the sampled points,
+offsets are free to reach several voxels, and tensors are permuted, never reshaped across axes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from monai.networks.blocks import Convolution
+from monai.networks.layers.factories import Conv
+
+__all__ = ["DeformableCrossAttention", "CrossFeatureBlend", "DCFBNet"]
+
+
+def _reference_grid(shape: list[int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Normalised (align_corners=False) coordinates of the voxel centres, last axis in grid_sample's
+    (x, y[, z]) order, i.e. the reverse of the spatial axes: shape (*spatial, spatial_dims)."""
+    axes = [(torch.arange(s, device=device, dtype=dtype) * 2.0 + 1.0) / s - 1.0 for s in shape]
+    mesh = torch.meshgrid(axes, indexing="ij")
+    return torch.stack(mesh[::-1], dim=-1)
+
+
+class DeformableCrossAttention(nn.Module):
+    """Features of one modality (the query) attend to another's (the context) at K learned offsets.
+
+    For every voxel and head, K points are sampled from the context's values with ``grid_sample`` at
+    the voxel plus learned offsets (in voxels, ``max_offset * tanh``, zero at initialisation), and
+    averaged with softmax weights over the K points predicted from the query. The cost is linear in
+    the number of voxels (K samples per voxel), unlike windowed dot-product attention.
+
+    Args:
+        spatial_dims: 2 or 3.
+        channels: C, divisible by ``num_heads``.
+        num_heads: heads h.
+        num_points: sampled points K per head.
+        max_offset: largest offset along each axis, in voxels of this feature map.
+
+    Shapes: ``query``, ``context`` [B, C, *S] -> [B, C, *S].
+    """
+
+    def __init__(self, spatial_dims: int, channels: int, num_heads: int = 4, num_points: int = 4,
+                 max_offset: float = 4.0) -> None:
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        if channels % num_heads != 0:
+            raise ValueError(f"channels ({channels}) must be divisible by num_heads ({num_heads})")
+        conv = Conv[Conv.CONV, spatial_dims]
+        self.spatial_dims = spatial_dims
+        self.num_heads = num_heads
+        self.num_points = num_points
+        self.max_offset = float(max_offset)
+        self.value = conv(channels, channels, kernel_size=1)
+        self.offsets = conv(2 * channels, num_heads * num_points * spatial_dims, kernel_size=3, padding=1)
+        self.weights = conv(channels, num_heads * num_points, kernel_size=1)
+        self.project = conv(channels, channels, kernel_size=1)
+        nn.init.zeros_(self.offsets.weight)
+        nn.init.zeros_(self.offsets.bias)
+
+    def sampling_offsets(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Offsets in voxels: [B, heads, points, spatial_dims (in the order of the spatial axes), *S]."""
+        raw = self.offsets(torch.cat([query, context], dim=1))
+        b = raw.shape[0]
+        spatial = raw.shape[2:]
+        raw = raw.reshape([b, self.num_heads, self.num_points, self.spatial_dims] + list(spatial))
+        return self.max_offset * torch.tanh(raw)
+
+    def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        b, c = query.shape[0], query.shape[1]
+        spatial = list(query.shape[2:])
+        h, k, d = self.num_heads, self.num_points, self.spatial_dims
+        offsets = self.sampling_offsets(query, context)  # [B, h, K, d, *S], voxels
+        # voxels -> normalised units, axis order reversed to grid_sample's (x, y[, z])
+        scale = torch.tensor([2.0 / s for s in spatial], device=query.device, dtype=query.dtype)
+        offsets = offsets * scale.view([1, 1, 1, d] + [1] * d)
+        offsets = torch.flip(offsets, dims=[3])
+        perm = [0, 1, 2] + [4 + i for i in range(d)] + [3]
+        offsets = offsets.permute(perm)  # [B, h, K, *S, d]
+        grid = _reference_grid(spatial, query.device, query.dtype) + offsets
+        # K sampling grids stacked along the first spatial axis: one grid_sample call for all points
+        grid = grid.reshape([b * h, k * spatial[0]] + spatial[1:] + [d])
+        value = self.value(context).reshape([b * h, c // h] + spatial)
+        sampled = F.grid_sample(value, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        sampled = sampled.reshape([b * h, c // h, k] + spatial)
+        attention = torch.softmax(self.weights(query).reshape([b * h, 1, k] + spatial), dim=2)
+        attended = (sampled * attention).sum(dim=2).reshape([b, c] + spatial)
+        return self.project(attended)
+
+
+class CrossFeatureBlend(nn.Module):
+    """DCFB block: bidirectional deformable cross-attention, then a gated blend of the two streams.
+
+    Each stream is updated residually with what it gathers from the other; the blend keeps what the
+    two share (a gated mix, gate in (0, 1) per voxel and channel) and what differs (|a - b|).
+
+    Shapes: ``mri``, ``pet`` [B, C, *S] -> (blended [B, C, *S], mri' [B, C, *S], pet' [B, C, *S]).
+    """
+
+    def __init__(self, spatial_dims: int, channels: int, num_heads: int = 4, num_points: int = 4,
+                 max_offset: float = 4.0, cross_attention: bool = True) -> None:
+        super().__init__()
+        conv = Conv[Conv.CONV, spatial_dims]
+        # (MRI attends to PET, PET attends to MRI), or nothing: no unused parameters (DDP refuses them)
+        self.cross = nn.ModuleList(
+            [DeformableCrossAttention(spatial_dims, channels, num_heads, num_points, max_offset) for _ in range(2)]
+            if cross_attention else []
+        )
+        self.gate = conv(2 * channels, channels, kernel_size=1)
+        self.merge = Convolution(spatial_dims, 2 * channels, channels, kernel_size=1, act="LEAKYRELU", norm="INSTANCE")
+
+    def forward(self, mri: torch.Tensor, pet: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        updates: list[torch.Tensor] = []
+        for i, attention in enumerate(self.cross):
+            updates.append(attention(mri, pet) if i == 0 else attention(pet, mri))
+        if len(updates) == 2:
+            mri, pet = mri + updates[0], pet + updates[1]
+        gate = torch.sigmoid(self.gate(torch.cat([mri, pet], dim=1)))
+        shared = gate * mri + (1.0 - gate) * pet
+        blended = self.merge(torch.cat([shared, torch.abs(mri - pet)], dim=1))
+        return blended, mri, pet
+
+
+class _Encoder(nn.Module):
+    """One modality: a strided stem, then a strided conv and a conv per level. [B,1,*S] -> list of
+    [B, f_i, *S / 2**(i+1)] for i in 0..len(features)-1."""
+
+    def __init__(self, spatial_dims: int, features: Sequence[int]) -> None:
+        super().__init__()
+        levels = []
+        in_ch = 1
+        for f in features:
+            levels.append(nn.Sequential(
+                Convolution(spatial_dims, in_ch, f, strides=2, kernel_size=3, act="LEAKYRELU", norm="INSTANCE"),
+                Convolution(spatial_dims, f, f, kernel_size=3, act="LEAKYRELU", norm="INSTANCE"),
+            ))
+            in_ch = f
+        self.levels = nn.ModuleList(levels)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out: list[torch.Tensor] = []
+        for level in self.levels:
+            x = level(x)
+            out.append(x)
+        return out
+
+
+class DCFBNet(nn.Module):
+    """Unsupervised MRI-PET fusion network.
+
+    Two encoders (or one shared) at 1/2, 1/4, 1/8 (...) resolution; DCFB blocks on the coarser levels
+    (``attention_levels``), a gated blend on the others; a decoder with skips that predicts, at half
+    resolution, three blend weights (softmax) and a synthesised image; upsampled, they mix the
+    full-resolution MRI, PET and synthesised image, so the output stays in [0, 1] and keeps the
+    inputs' full-resolution detail without full-resolution convolutions.
+
+    Args:
+        spatial_dims: 2 or 3.
+        features: channels per level, e.g. (16, 32, 64); the input's spatial sizes must be divisible
+            by 2 ** len(features).
+        num_heads, num_points, max_offset: of the deformable cross-attention.
+        attention_levels: indices of the levels with DCFB blocks (default: all but the first).
+        shared_encoder: one encoder for both modalities (ablation).
+        cross_attention: False keeps the blend but drops the attention (ablation).
+
+    Shapes: ``image`` [B, 2, *S] (channel 0 MRI, 1 PET, each in [0, 1]) -> ``pred`` [B, 1, *S] in [0, 1].
+    """
+
+    def __init__(self, spatial_dims: int = 3, features: Sequence[int] = (16, 32, 64),
+                 num_heads: int = 4, num_points: int = 4, max_offset: float = 4.0,
+                 attention_levels: Sequence[int] | None = None, shared_encoder: bool = False,
+                 cross_attention: bool = True) -> None:
+        super().__init__()
+        features = tuple(int(f) for f in features)
+        if len(features) < 2:
+            raise ValueError(f"features needs at least two levels, got {features}")
+        if attention_levels is None:
+            attention_levels = tuple(range(1, len(features)))
+        self.spatial_dims = spatial_dims
+        self.divisor = 2 ** len(features)
+        self.mri_encoder = _Encoder(spatial_dims, features)
+        self.pet_encoder = self.mri_encoder if shared_encoder else _Encoder(spatial_dims, features)
+        self.blends = nn.ModuleList([
+            CrossFeatureBlend(spatial_dims, f, num_heads, num_points, max_offset,
+                              cross_attention=cross_attention and (i in attention_levels))
+            for i, f in enumerate(features)
+        ])
+        # deepest first, so that forward() can enumerate them (TorchScript indexes ModuleLists by literals)
+        self.decoders = nn.ModuleList([
+            Convolution(spatial_dims, features[i + 1] + features[i], features[i], kernel_size=3,
+                        act="LEAKYRELU", norm="INSTANCE")
+            for i in range(len(features) - 2, -1, -1)
+        ])
+        self.head = Conv[Conv.CONV, spatial_dims](features[0], 4, kernel_size=3, padding=1)
+        self.upsample_mode = "trilinear" if spatial_dims == 3 else "bilinear"
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        mri, pet = image[:, 0:1], image[:, 1:2]
+        mri_feats = self.mri_encoder(mri)
+        pet_feats = self.pet_encoder(pet)
+        blended: list[torch.Tensor] = []
+        for i, blend in enumerate(self.blends):
+            b, _, _ = blend(mri_feats[i], pet_feats[i])
+            blended.append(b)
+        x = blended[-1]
+        for j, decoder in enumerate(self.decoders):
+            skip = blended[len(blended) - 2 - j]
+            x = F.interpolate(x, size=skip.shape[2:], mode=self.upsample_mode, align_corners=False)
+            x = decoder(torch.cat([x, skip], dim=1))
+        out = F.interpolate(self.head(x), size=image.shape[2:], mode=self.upsample_mode, align_corners=False)
+        weights = torch.softmax(out[:, 0:3], dim=1)
+        synthesised = torch.sigmoid(out[:, 3:4])
+        return weights[:, 0:1] * mri + weights[:, 1:2] * pet + weights[:, 2:3] * synthesised

@@ -1,0 +1,130 @@
+"""The bundle as a user gets it: copied out of the repository, driven through MONAI's bundle machinery."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT
+from monai.bundle import ConfigWorkflow
+
+TINY = {"patch_size": [32, 32, 32], "val_roi_size": [32, 32, 32], "max_epochs": 1}
+
+
+@pytest.fixture(scope="module")
+def bundle_copy(tmp_path_factory):
+    dst = tmp_path_factory.mktemp("zoo") / "dcfb_fusion"
+    shutil.copytree(os.path.join(ROOT, "bundle"), dst,
+                    ignore=shutil.ignore_patterns("eval", "models", "__pycache__"))
+    os.makedirs(dst / "models")
+    return str(dst)
+
+
+def _workflow(bundle, files, workflow_type, **override):
+    configs = [os.path.join(bundle, "configs", f) for f in files]
+    return ConfigWorkflow(config_file=configs if len(configs) > 1 else configs[0],
+                          meta_file=os.path.join(bundle, "configs", "metadata.json"),
+                          logging_file=os.path.join(bundle, "configs", "logging.conf"),
+                          workflow_type=workflow_type, **override)
+
+
+@pytest.fixture(scope="module")
+def trained_bundle(bundle_copy, tiny_cohort):
+    wf = _workflow(bundle_copy, ["train.json"], "train", run_id="training", dataset_dir=tiny_cohort,
+                   bundle_root=bundle_copy, **TINY)
+    wf.initialize()
+    assert not wf.check_properties()
+    wf.run()
+    wf.finalize()
+    assert os.path.isfile(os.path.join(bundle_copy, "models", "model.pt"))
+    return bundle_copy
+
+
+def test_inference_writes_fused_volume_in_mri_space(trained_bundle, tiny_cohort, tmp_path):
+    wf = _workflow(trained_bundle, ["inference.json"], "infer", dataset_dir=tiny_cohort, bundle_root=trained_bundle,
+                   output_dir=str(tmp_path), roi_size=[32, 32, 32])
+    wf.initialize()
+    assert not wf.check_properties()
+    wf.run()
+    wf.finalize()
+    datalist = json.load(open(os.path.join(tiny_cohort, "datalist.json")))
+    for item in datalist["testing"]:
+        mri = nib.load(os.path.join(tiny_cohort, item["mri"]))
+        fused = nib.load(os.path.join(tmp_path, item["id"], "mri_fused.nii.gz"))
+        assert fused.shape == mri.shape
+        np.testing.assert_allclose(fused.affine, mri.affine, atol=1e-4)
+        data = fused.get_fdata()
+        assert 0.0 <= data.min() and data.max() <= 1.0 and data.std() > 0
+
+
+def test_evaluate_writes_per_case_csv_and_means(trained_bundle, tiny_cohort, tmp_path):
+    wf = _workflow(trained_bundle, ["train.json", "evaluate.json"], "infer", dataset_dir=tiny_cohort,
+                   bundle_root=trained_bundle, output_dir=str(tmp_path), **TINY)
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    for metric in ("val_fusion_ssim", "val_fusion_psnr"):
+        rows = open(os.path.join(tmp_path, f"{metric}_raw.csv")).read().splitlines()
+        assert len(rows) == 2 and "sub-" in rows[1]  # header + the one test subject
+        summary = open(os.path.join(tmp_path, f"{metric}_summary.csv")).read()
+        assert "mean" in summary
+    assert "val_fusion_ssim" in open(os.path.join(tmp_path, "metrics.csv")).read()
+
+
+def _bundle_cli(bundle, *args, cwd=None, env=None):
+    return subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=cwd or bundle, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": bundle, **(env or {})})
+
+
+def test_verify_net_in_out_and_torchscript_export(trained_bundle):
+    verify = _bundle_cli(trained_bundle, "verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json",
+                         "--config_file", "configs/inference.json", "--n", "4")
+    assert verify.returncode == 0, verify.stderr[-2000:]
+    export = _bundle_cli(trained_bundle, "ckpt_export", "network_def", "--filepath", "models/model.ts",
+                         "--ckpt_file", "models/model.pt", "--meta_file", "configs/metadata.json",
+                         "--config_file", "configs/inference.json")
+    assert export.returncode == 0, export.stderr[-2000:]
+    sys.path.insert(0, trained_bundle)
+    try:
+        from scripts.dcfb_net import DCFBNet
+
+        cfg = json.load(open(os.path.join(trained_bundle, "configs", "inference.json")))["network_def"]
+        net = DCFBNet(**{k: v for k, v in cfg.items() if k != "_target_"})
+        net.load_state_dict(torch.load(os.path.join(trained_bundle, "models", "model.pt"), map_location="cpu"))
+    finally:
+        sys.path.remove(trained_bundle)
+    scripted = torch.jit.load(os.path.join(trained_bundle, "models", "model.ts"))
+    x = torch.rand(1, 2, 32, 32, 32)
+    with torch.no_grad():
+        assert (scripted(x) - net.eval()(x)).abs().max() < 1e-5
+
+
+def test_training_command_exactly_as_documented(bundle_copy, tiny_cohort, tmp_path):
+    """`python -m monai.bundle run training --config_file <bundle>/configs/train.json --dataset_dir D`
+    from another folder, and plain `run`."""
+    for run_id in ("training", "run"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file",
+             os.path.join(bundle_copy, "configs", "train.json"), "--dataset_dir", tiny_cohort,
+             "--max_epochs", "1", "--patch_size", "[32,32,32]", "--val_roi_size", "[32,32,32]",
+             "--output_dir", str(tmp_path / run_id)],
+            cwd=str(tmp_path), capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        assert "val_fusion_ssim" in proc.stdout + proc.stderr
+    assert os.path.isfile(os.path.join(bundle_copy, "models", "model.pt"))
+
+
+def test_bad_datalist_is_refused_with_a_clear_error(bundle_copy, tiny_cohort, tmp_path):
+    bad = {"training": [{"id": "x", "mri": "sub-0000/mri.nii.gz"}], "validation": []}
+    (tmp_path / "datalist.json").write_text(json.dumps(bad))
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
+         os.path.join(bundle_copy, "configs", "train.json"), "--dataset_dir", str(tmp_path)],
+        capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "lacks the key(s) ['pet']" in proc.stdout + proc.stderr

@@ -1,0 +1,73 @@
+import math
+
+import pytest
+import torch
+
+from scripts.dcfb_net import DCFBNet, DeformableCrossAttention
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_shapes_range_and_exports(dims):
+    torch.manual_seed(0)
+    net = DCFBNet(spatial_dims=dims, features=(8, 16, 32)).eval()
+    x = torch.rand((1, 2) + (32,) * dims)
+    with torch.no_grad():
+        y = net(x)
+        assert y.shape == (1, 1) + (32,) * dims
+        assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+        scripted = torch.jit.script(net)
+        traced = torch.jit.trace(net, x)
+        exported = torch.export.export(net, (x,)).module()
+        for other in (scripted(x), traced(x), exported(x)):
+            assert (other - y).abs().max().item() < 1e-5
+
+
+def _attention(dims=3, channels=8):
+    torch.manual_seed(0)
+    return DeformableCrossAttention(dims, channels, num_heads=2, num_points=3, max_offset=4.0).eval()
+
+
+def test_offsets_start_at_zero_and_then_attention_reads_the_voxel_itself():
+    att = _attention()
+    q, c = torch.rand(1, 8, 8, 10, 12), torch.rand(1, 8, 8, 10, 12)
+    with torch.no_grad():
+        assert att.sampling_offsets(q, c).abs().max() == 0
+        expected = att.project(att.value(c))  # softmax weights sum to 1 over identical samples
+        assert torch.allclose(att(q, c), expected, atol=1e-5)
+
+
+def test_offsets_reach_several_voxels_along_the_right_axis():
+    att = _attention()
+    shift = 3.0  # voxels along the first spatial axis (D), several voxels as the design asks
+    with torch.no_grad():
+        bias = torch.zeros(2, 3, 3)
+        bias[:, :, 0] = math.atanh(shift / att.max_offset)
+        att.offsets.bias.copy_(bias.flatten())
+        q, c = torch.rand(1, 8, 12, 10, 9), torch.rand(1, 8, 12, 10, 9)
+        offsets = att.sampling_offsets(q, c)
+        assert torch.allclose(offsets[:, :, :, 0], torch.full_like(offsets[:, :, :, 0], shift), atol=1e-4)
+        value = att.value(c)
+        shifted = torch.zeros_like(value)
+        shifted[:, :, :-3] = value[:, :, 3:]  # sample at d + 3
+        expected = att.project(shifted)
+        assert torch.allclose(att(q, c)[:, :, :-3], expected[:, :, :-3], atol=1e-4)
+
+
+def test_offsets_learn():
+    net = DCFBNet(features=(8, 16, 32))
+    x = torch.rand(1, 2, 32, 32, 32)
+    net(x).mean().backward()
+    grad = net.blends[1].cross[0].offsets.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+
+
+def test_ablation_switches_and_bad_arguments():
+    x = torch.rand(1, 2, 16, 16, 16)
+    shared = DCFBNet(features=(8, 16), shared_encoder=True)
+    assert shared.mri_encoder is shared.pet_encoder
+    plain = DCFBNet(features=(8, 16), cross_attention=False)
+    assert plain(x).shape == (1, 1, 16, 16, 16) and all(len(b.cross) == 0 for b in plain.blends)
+    with pytest.raises(ValueError, match="spatial_dims"):
+        DeformableCrossAttention(4, 8)
+    with pytest.raises(ValueError, match="divisible"):
+        DeformableCrossAttention(3, 10, num_heads=4)
