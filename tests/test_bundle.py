@@ -66,6 +66,7 @@ def test_evaluate_writes_per_case_csv_and_means(trained_bundle, tiny_cohort, tmp
     wf = _workflow(trained_bundle, ["train.json", "evaluate.json"], "infer", dataset_dir=tiny_cohort,
                    bundle_root=trained_bundle, output_dir=str(tmp_path), **TINY)
     wf.initialize()
+    assert not wf.check_properties()
     wf.run()
     wf.finalize()
     for metric in ("val_fusion_ssim", "val_fusion_psnr"):
