@@ -28,8 +28,10 @@ def _padded(shape, multiple=8):
     return tuple(-(-s // multiple) * multiple for s in shape)
 
 
+sys.path.insert(0, os.path.join(ROOT, "bundle"))  # the bundle's scripts.* package
+
+
 def _build(name: str):
-    sys.path.insert(0, os.path.join(ROOT, "bundle"))
     if name == "dcfb":
         from scripts.dcfb_net import DCFBNet
 
@@ -44,7 +46,6 @@ def measure_one(name: str, size: str, mode: str, repeats: int, threads: int) -> 
     import torch
 
     torch.set_num_threads(threads)
-    sys.path.insert(0, os.path.join(ROOT, "bundle"))
     from scripts.losses import FusionLoss
 
     shape = (128, 128, 128) if size == "128" else _padded(FULL)
