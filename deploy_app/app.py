@@ -1,0 +1,142 @@
+"""The fusion application's operator graph.
+
+    DICOM folder -> study loader -> MR selector -> MR volume ----\
+                               \-> PT selector -> PT volume -> PET-to-MR alignment -> fusion inference
+                                                                        -> fused DICOM series writer -> OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from monai.deploy.conditions import CountCondition
+from monai.deploy.core import Application
+from monai.deploy.operators import DICOMSeriesSelectorOperator
+
+from .errors import FusionInputError
+from .operators import (
+    CheckedDICOMDataLoaderOperator,
+    FusedSeriesWriterOperator,
+    FusionInferenceOperator,
+    PetMrAlignmentOperator,
+    SeriesVolumeOperator,
+)
+from .operators.fused_series_writer import prepare_output_folder
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RULES = Path(__file__).with_name("series_selection_rules.json")
+
+
+@dataclass
+class FusionOptions:
+    """What a site may set beyond the SDK's input, output and model paths (flags, or environment variables
+    for a MAP: DCFB_SELECTION_RULES, DCFB_WRITE_NIFTI, DCFB_WRITE_PREVIEW)."""
+
+    rules_file: Path = DEFAULT_RULES
+    write_nifti: bool = False
+    write_preview: bool = False
+
+
+def load_selection_rules(path: Path) -> dict:
+    """The MR and PT series selection rules (SDK selector syntax) from a JSON file with keys ``MR`` and ``PT``."""
+    try:
+        rules = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise FusionInputError(f"series selection rules {path} cannot be read: {err}") from err
+    missing = [k for k in ("MR", "PT") if not isinstance(rules.get(k), dict) or "selections" not in rules[k]]
+    if missing:
+        raise FusionInputError(f"series selection rules {path} lack {' and '.join(missing)} "
+                               "(each a {\"selections\": [...]} object)")
+    return rules
+
+
+class DCFBFusionApp(Application):
+    """Fuses the T1 MR and FDG PT series of a DICOM study into new DICOM series in the MR's study."""
+
+    def __init__(self, *args, options: FusionOptions | None = None, **kwargs):
+        self.fusion_options = options or FusionOptions()
+        super().__init__(*args, **kwargs)
+
+    def compose(self):
+        context = Application.init_app_context(self.argv)
+        input_folder, output_folder = Path(context.input_path), Path(context.output_path)
+        rules = load_selection_rules(self.fusion_options.rules_file)
+
+        # Built first: they refuse an unwritable output folder or an unreadable model before any DICOM is read.
+        writer = FusedSeriesWriterOperator(self, output_folder=output_folder, write_nifti=self.fusion_options.write_nifti,
+                                           write_preview=self.fusion_options.write_preview, name="fused_series_writer")
+        inference = FusionInferenceOperator(self, model_path=Path(context.model_path), name="fusion_inference")
+        writer.model_description = f"DCFB network from bundle '{inference.bundle_dir.name}'"
+
+        loader = CheckedDICOMDataLoaderOperator(self, CountCondition(self, 1), input_folder=input_folder,
+                                                name="dicom_study_loader")
+        mr_selector = DICOMSeriesSelectorOperator(self, rules=json.dumps(rules["MR"]), all_matched=True,
+                                                  sort_by_sop_instance_count=True, name="mr_series_selector")
+        pt_selector = DICOMSeriesSelectorOperator(self, rules=json.dumps(rules["PT"]), all_matched=True,
+                                                  sort_by_sop_instance_count=True, name="pt_series_selector")
+        mr_volume = SeriesVolumeOperator(self, label="MR", name="mr_volume")
+        pt_volume = SeriesVolumeOperator(self, label="PT", name="pt_volume")
+        alignment = PetMrAlignmentOperator(self, name="pet_to_mr_alignment")
+
+        self.add_flow(loader, mr_selector, {("dicom_study_list", "dicom_study_list")})
+        self.add_flow(loader, pt_selector, {("dicom_study_list", "dicom_study_list")})
+        self.add_flow(mr_selector, mr_volume, {("study_selected_series_list", "study_selected_series_list")})
+        self.add_flow(pt_selector, pt_volume, {("study_selected_series_list", "study_selected_series_list")})
+        self.add_flow(mr_volume, alignment, {("image", "mr_image"), ("series", "mr_series")})
+        self.add_flow(pt_volume, alignment, {("image", "pt_image"), ("series", "pt_series")})
+        self.add_flow(alignment, inference, {("pair", "pair")})
+        self.add_flow(inference, writer, {("result", "result")})
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def split_arguments(argv: list[str]) -> tuple[FusionOptions, list[str]]:
+    """Take this app's own flags out of ``argv``; the rest go to the SDK's parser (-i, -o, -m, -l, -w)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--rules", type=Path, default=os.environ.get("DCFB_SELECTION_RULES", DEFAULT_RULES))
+    parser.add_argument("--nifti", action="store_true", default=env_flag("DCFB_WRITE_NIFTI"))
+    parser.add_argument("--preview", action="store_true", default=env_flag("DCFB_WRITE_PREVIEW"))
+    ours, rest = parser.parse_known_args(argv[1:])
+    return FusionOptions(ours.rules, ours.nifti, ours.preview), [argv[0], *rest]
+
+
+def output_argument(sdk_argv: list[str]) -> Path:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--output", "-o")
+    known, _ = parser.parse_known_args(sdk_argv[1:])
+    return Path(known.output or os.environ.get("HOLOSCAN_OUTPUT_PATH", "output"))
+
+
+USAGE = """usage: python -m deploy_app -i DICOM_FOLDER -o OUTPUT_FOLDER -m BUNDLE_OR_MODEL_TS
+                          [--nifti] [--preview] [--rules RULES.json] [-l LEVEL]
+Without -i/-o/-m the SDK's HOLOSCAN_INPUT_PATH, HOLOSCAN_OUTPUT_PATH and HOLOSCAN_MODEL_PATH are used."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the app; returns the exit status: 0 done, 1 input refused (the reason is logged), 2 usage."""
+    import sys
+
+    argv = list(sys.argv if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv[1:]):
+        print(USAGE)
+        return 0
+    options, sdk_argv = split_arguments(argv)
+    try:
+        # The SDK's parser makes a missing output folder itself and fails with a traceback when it cannot.
+        prepare_output_folder(output_argument(sdk_argv))
+        # Holoscan's Application reads sys.argv itself (an argv list given to it loses its first item).
+        sys.argv = sdk_argv
+        DCFBFusionApp(options=options).run()
+    except FusionInputError as err:
+        logging.getLogger("deploy_app").error("refused: %s", err)
+        print(f"dcfb-fusion: refused: {err}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,269 @@
+"""Write the fusion as DICOM in the MR's study: a derived grayscale series on the MR's slices, an RGB
+Secondary Capture series with the PET in colour over it, and on request NIfTI and a PNG preview. Everything
+is written to a hidden folder inside OUT and moved into place only once complete."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from monai.deploy.core import Operator, OperatorSpec
+
+from ..errors import FusionInputError
+from ..fusion_inputs import FusionResult
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_NAMES = {"fused": "fused_dicom", "color": "fusion_color_dicom", "nifti": "fused.nii.gz",
+                "preview": "preview.png", "summary": "fusion_summary.json"}
+STORED_BITS = 12
+STORED_MAX = 2**STORED_BITS - 1
+# Rescale slope as written to the DS element (at most 16 characters), so that readers and we agree exactly.
+RESCALE_SLOPE = f"{1.0 / STORED_MAX:.10g}"
+# MR instance attributes that describe the source pixels and no longer hold for the fused ones.
+SOURCE_PIXEL_ATTRIBUTES = ("PixelData", "SmallestImagePixelValue", "LargestImagePixelValue", "PixelPaddingValue",
+                           "WindowCenterWidthExplanation", "VOILUTSequence", "ModalityLUTSequence", "RescaleType",
+                           "IconImageSequence", "LossyImageCompressionRatio", "LossyImageCompressionMethod")
+APP_NAME = "DCFB Fusion MONAI Deploy app"
+APP_VERSION = "0.1.0"
+
+
+def prepare_output_folder(output_folder: Path) -> Path:
+    """Make ``output_folder`` if needed and prove it writable, before any work is done."""
+    output_folder = Path(output_folder)
+    try:
+        output_folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output_folder, prefix=".dcfb-write-test-"):
+            pass
+    except OSError as err:
+        raise FusionInputError(f"output folder {output_folder} cannot be written ({err.strerror or err})") from err
+    taken = [name for name in OUTPUT_NAMES.values() if (output_folder / name).exists()]
+    if taken:
+        raise FusionInputError(f"output folder {output_folder} already holds {', '.join(taken)} from an earlier run: "
+                               "give an empty folder (nothing is overwritten)")
+    return output_folder
+
+
+def source_item(ds: Dataset) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = ds.SOPClassUID
+    item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+    purpose = Dataset()
+    purpose.CodeValue, purpose.CodingSchemeDesignator = "121322", "DCM"
+    purpose.CodeMeaning = "Source image for image processing operation"
+    item.PurposeOfReferenceCodeSequence = Sequence([purpose])
+    return item
+
+
+def plane_corners_lps(ds: Dataset) -> np.ndarray:
+    """The 4 corner pixel centres of one image, in its patient coordinates (LPS mm)."""
+    origin = np.asarray(ds.ImagePositionPatient, dtype=float)
+    row_cos, col_cos = np.asarray(ds.ImageOrientationPatient[:3], float), np.asarray(ds.ImageOrientationPatient[3:], float)
+    row_spacing, col_spacing = (float(v) for v in ds.PixelSpacing)
+    across, down = row_cos * col_spacing * (int(ds.Columns) - 1), col_cos * row_spacing * (int(ds.Rows) - 1)
+    return np.stack([origin, origin + across, origin + down, origin + across + down])
+
+
+def pet_sources_per_mr_slice(mr_datasets, pt_datasets, mr_from_pt_world) -> list[list[Dataset]]:
+    """For each MR slice, the PT images whose slab (± half a PET slice) meets the MR slice's plane."""
+    corners = np.stack([plane_corners_lps(ds) for ds in pt_datasets])  # [n_pt, 4, 3] in PET coordinates
+    corners = corners @ mr_from_pt_world[:3, :3].T + mr_from_pt_world[:3, 3]
+    pt_positions = corners[:, 0]
+    half_slab = 0.5 * float(np.median(np.linalg.norm(np.diff(pt_positions, axis=0), axis=1))) if len(pt_datasets) > 1 \
+        else 0.5 * float(pt_datasets[0].get("SliceThickness", 2.0))
+    result = []
+    for ds in mr_datasets:
+        normal = np.cross(np.asarray(ds.ImageOrientationPatient[:3], float), np.asarray(ds.ImageOrientationPatient[3:], float))
+        distance = (corners - np.asarray(ds.ImagePositionPatient, float)) @ normal  # [n_pt, 4]
+        meets = (distance.min(axis=1) <= half_slab) & (distance.max(axis=1) >= -half_slab)
+        result.append([pt_datasets[i] for i in np.flatnonzero(meets)])
+    return result
+
+
+def derived_mr_slice(source: Dataset, pixels: np.ndarray, series_uid: str, series_number: int, instance: int,
+                     description: str, sources: list[Dataset], now: dt.datetime) -> Dataset:
+    """One fused slice as an MR image derived from the MR slice ``source``: same patient, study, Frame of
+    Reference and geometry; new UIDs, DERIVED image type, 12-bit pixels rescaled to [0, 1]."""
+    ds = copy.deepcopy(source)
+    ds.remove_private_tags()
+    for keyword in SOURCE_PIXEL_ATTRIBUTES:
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.file_meta = copy.deepcopy(source.file_meta)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = series_uid, series_number, instance
+    ds.SeriesDescription = "DCFB fusion of MR and FDG-PET (research use only)"
+    ds.ImageType = ["DERIVED", "SECONDARY"] + list(source.get("ImageType", ["", "", "OTHER"]))[2:]
+    ds.DerivationDescription = description[:1024]
+    ds.SourceImageSequence = Sequence([source_item(s) for s in [source, *sources]])
+    ds.ContentDate = ds.InstanceCreationDate = now.strftime("%Y%m%d")
+    ds.ContentTime = ds.InstanceCreationTime = now.strftime("%H%M%S")
+    ds.Manufacturer, ds.ManufacturerModelName, ds.SoftwareVersions = "DCFB Fusion", APP_NAME, APP_VERSION
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, STORED_BITS, STORED_BITS - 1, 0
+    ds.RescaleIntercept, ds.RescaleSlope = "0", RESCALE_SLOPE
+    ds.WindowCenter, ds.WindowWidth = "0.5", "1"
+    ds.BurnedInAnnotation = "NO"
+    ds.PixelData = np.rint(np.clip(pixels, 0, 1) * STORED_MAX).astype(np.uint16).tobytes()
+    ds["PixelData"].VR = "OW"
+    return ds
+
+
+def patient_orientation(ds: Dataset) -> tuple[str, str]:
+    """DICOM Patient Orientation (row, column directions) from Image Orientation (Patient): dominant axis."""
+    letters = (("R", "L"), ("A", "P"), ("F", "H"))  # negative, positive direction of x, y, z in LPS
+
+    def letter(vector) -> str:
+        axis = int(np.argmax(np.abs(vector)))
+        return letters[axis][int(vector[axis] > 0)]
+
+    cosines = np.asarray(ds.ImageOrientationPatient, dtype=float)
+    return letter(cosines[:3]), letter(cosines[3:])
+
+
+def pet_overlay_rgb(fused: np.ndarray, pet: np.ndarray) -> np.ndarray:
+    """RGB uint8: the fused image in gray with the PET in the 'hot' colour map over it, opaque where the PET is
+    bright and clear where it is low, so that anatomy shows through."""
+    from matplotlib import colormaps
+
+    gray = np.repeat(np.clip(fused, 0, 1)[..., None], 3, axis=-1)
+    colour = colormaps["hot"](np.clip(pet, 0, 1))[..., :3]
+    alpha = 0.6 * np.clip((pet - 0.15) / 0.35, 0, 1)[..., None]
+    return np.rint(255 * ((1 - alpha) * gray + alpha * colour)).astype(np.uint8)
+
+
+def write_preview_png(preview: dict, path: Path) -> None:
+    """Tri-planar views (axial, coronal, sagittal through the centre) of MRI, PET, fused and PET over fused."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mri, pet, fused = (np.asarray(preview[k]) for k in ("mri", "pet", "fused"))
+    centre = [s // 2 for s in mri.shape]
+    planes = {"axial": lambda v: v[:, :, centre[2]].T, "coronal": lambda v: v[:, centre[1], :].T,
+              "sagittal": lambda v: v[centre[0], :, :].T}
+    fig, axes = plt.subplots(3, 4, figsize=(12, 9), facecolor="black")
+    for row, (plane, cut) in enumerate(planes.items()):
+        views = [("MRI", cut(mri), "gray"), ("PET", cut(pet), "hot"), ("fused", cut(fused), "gray"),
+                 ("PET over fused", pet_overlay_rgb(cut(fused), cut(pet)), None)]
+        for col, (title, image, cmap) in enumerate(views):
+            ax = axes[row, col]
+            ax.imshow(image, cmap=cmap, origin="lower", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_axis_off()
+            if row == 0:
+                ax.set_title(title, color="white")
+        axes[row, 0].text(-0.05, 0.5, plane, color="white", rotation=90, va="center", ha="right",
+                          transform=axes[row, 0].transAxes)
+    fig.suptitle("DCFB fusion (research use only)", color="white")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80, facecolor="black")
+    plt.close(fig)
+
+
+class FusedSeriesWriterOperator(Operator):
+    """Writes a ``FusionResult`` into ``output_folder``.
+
+    Named input: ``result`` (``FusionResult``). Writes:
+        ``fused_dicom/``: MR Image Storage, one DERIVED image per MR slice with the MR's geometry, study and
+            Frame of Reference; SourceImageSequence names the MR slice and the PT images that meet it.
+        ``fusion_color_dicom/``: RGB Secondary Capture (highdicom), the PET in colour over the fused image.
+        ``fused.nii.gz`` and ``preview.png`` when ``write_nifti`` / ``write_preview`` are set.
+        ``fusion_summary.json``: the series written, the sources, the alignment and timings (no patient data).
+    """
+
+    def __init__(self, fragment, *args, output_folder: Path, write_nifti: bool = False, write_preview: bool = False,
+                 model_description: str = "", **kwargs):
+        self.output_folder = prepare_output_folder(output_folder)
+        self.write_nifti, self.write_preview = write_nifti, write_preview
+        self.model_description = model_description
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec):
+        spec.input("result")
+
+    def compute(self, op_input, op_output, context):
+        self.write(op_input.receive("result"))
+
+    def write(self, result: FusionResult) -> dict:
+        start = time.perf_counter()
+        stage = Path(tempfile.mkdtemp(dir=self.output_folder, prefix=".dcfb-partial-"))
+        try:
+            summary = self._write_all(result, stage)
+            summary["timings_s"] = {**{k: round(v, 3) for k, v in result.timings_s.items()},
+                                    "write_s": round(time.perf_counter() - start, 3)}
+            (stage / OUTPUT_NAMES["summary"]).write_text(json.dumps(summary, indent=2))
+            for name in sorted(os.listdir(stage)):
+                os.replace(stage / name, self.output_folder / name)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        logger.info("wrote %s into %s", ", ".join(summary["written"]), self.output_folder)
+        return summary
+
+    def _write_all(self, result: FusionResult, stage: Path) -> dict:
+        pair = result.pair
+        mr_datasets = [s.get_native_sop_instance() for s in pair.mr_series.get_sop_instances()]
+        pt_datasets = [s.get_native_sop_instance() for s in pair.pt_series.get_sop_instances()]
+        if len(mr_datasets) != result.fused.shape[0]:
+            raise RuntimeError(f"{result.fused.shape[0]} fused slices for {len(mr_datasets)} MR images")
+        pet_sources = pet_sources_per_mr_slice(mr_datasets, pt_datasets, pair.mr_from_pt_world)
+        registered = " after rigid mutual-information registration" if pair.registration.get("performed") else ""
+        description = (f"Fusion of MR series {pair.mr_series.SeriesInstanceUID} and PT series "
+                       f"{pair.pt_series.SeriesInstanceUID}{registered}, PT resampled onto the MR grid; "
+                       f"{self.model_description}. Research use only.")
+        now = dt.datetime.now()
+        mr_series_number = int(mr_datasets[0].get("SeriesNumber", 0) or 0)
+        fused_uid, color_uid = generate_uid(), generate_uid()
+        (stage / OUTPUT_NAMES["fused"]).mkdir()
+        (stage / OUTPUT_NAMES["color"]).mkdir()
+        for k, source in enumerate(mr_datasets):
+            derived = derived_mr_slice(source, result.fused[k], fused_uid, mr_series_number + 1000, k + 1,
+                                       description, pet_sources[k], now)
+            derived.save_as(stage / OUTPUT_NAMES["fused"] / f"IM{k + 1:05d}.dcm", enforce_file_format=True)
+            color = hd.sc.SCImage.from_ref_dataset(
+                ref_dataset=source, pixel_array=pet_overlay_rgb(result.fused[k], result.pet_on_mr[k]),
+                photometric_interpretation="RGB", bits_allocated=8, coordinate_system="PATIENT",
+                series_instance_uid=color_uid, series_number=mr_series_number + 1001, sop_instance_uid=generate_uid(),
+                instance_number=k + 1, manufacturer="DCFB Fusion", patient_orientation=patient_orientation(source),
+                pixel_spacing=tuple(float(v) for v in source.PixelSpacing),
+                transfer_syntax_uid=ExplicitVRLittleEndian)
+            color.SeriesDescription = "DCFB fusion, PET colour over fused (research use only)"
+            # Type 2C in General Series; a viewer-facing SC of an unpaired organ still gets it, empty, because
+            # validators cannot tell that the brain is unpaired.
+            color.Laterality = None
+            color.DerivationDescription = description[:1024]
+            color.SourceImageSequence = copy.deepcopy(derived.SourceImageSequence)
+            color.save_as(stage / OUTPUT_NAMES["color"] / f"SC{k + 1:05d}.dcm", enforce_file_format=True)
+        written = [OUTPUT_NAMES["fused"], OUTPUT_NAMES["color"]]
+        if self.write_nifti:
+            import nibabel as nib
+
+            nib.save(nib.Nifti1Image(result.fused.transpose(2, 1, 0), result.mr_affine_ras),
+                     stage / OUTPUT_NAMES["nifti"])
+            written.append(OUTPUT_NAMES["nifti"])
+        if self.write_preview:
+            write_preview_png(result.preview, stage / OUTPUT_NAMES["preview"])
+            written.append(OUTPUT_NAMES["preview"])
+        return {"app": APP_NAME, "version": APP_VERSION, "model": self.model_description,
+                "written": written + [OUTPUT_NAMES["summary"]],
+                "fused_series_instance_uid": fused_uid, "color_series_instance_uid": color_uid,
+                "study_instance_uid": str(mr_datasets[0].StudyInstanceUID),
+                "source_mr_series_instance_uid": str(pair.mr_series.SeriesInstanceUID),
+                "source_pt_series_instance_uid": str(pair.pt_series.SeriesInstanceUID),
+                "images_per_series": len(mr_datasets), "rescale_slope": float(RESCALE_SLOPE),
+                "alignment": pair.registration,
+                "mr_from_pt_world_lps": np.asarray(pair.mr_from_pt_world).round(6).tolist()}

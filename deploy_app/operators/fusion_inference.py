@@ -1,0 +1,122 @@
+"""Run the bundle's TorchScript model with the bundle's own preprocessing, inferer and inversion.
+
+The transforms are not restated here: they are read from the bundle's ``configs/inference.json`` and its
+``scripts`` package, so that the app and ``python -m monai.bundle run`` cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from monai.bundle import ConfigParser
+from monai.deploy.core import Operator, OperatorSpec
+from monai.deploy.operators.monai_bundle_inference_operator import DISALLOW_LOAD_SAVE, DISALLOW_SAVE, filter_compose
+from monai.transforms import Invertd
+
+from ..errors import FusionInputError
+from ..fusion_inputs import AlignedPair, FusionResult
+
+logger = logging.getLogger(__name__)
+
+
+def find_bundle(model_path: Path) -> Path:
+    """The bundle folder for ``model_path``: a bundle folder itself, a folder holding one bundle folder (the
+    MAP's models folder), or the ``models/model.ts`` file inside a bundle."""
+    model_path = Path(model_path)
+
+    def is_bundle(p: Path) -> bool:
+        return (p / "configs" / "inference.json").is_file() and (p / "scripts").is_dir()
+
+    if model_path.is_file() and is_bundle(model_path.parent.parent):
+        return model_path.parent.parent
+    if model_path.is_dir():
+        if is_bundle(model_path):
+            return model_path
+        inner = [p for p in sorted(model_path.iterdir()) if p.is_dir() and is_bundle(p)]
+        if len(inner) == 1:
+            return inner[0]
+    raise FusionInputError(f"model path {model_path} is not a DCFB bundle: expected a folder with "
+                           "configs/inference.json, scripts/ and models/model.ts (or that model.ts file)")
+
+
+def load_torchscript(path: Path, device: torch.device) -> torch.jit.ScriptModule:
+    if not path.is_file():
+        raise FusionInputError(f"model file {path} does not exist: export it with "
+                               "'python -m monai.bundle ckpt_export' (see bundle/docs/README.md)")
+    try:
+        return torch.jit.load(str(path), map_location=device).eval()
+    except Exception as err:  # torch raises RuntimeError, ValueError or pickle errors for a bad archive
+        raise FusionInputError(f"model file {path} cannot be read as a TorchScript model ({type(err).__name__}: "
+                               f"{str(err).splitlines()[0] if str(err) else ''})") from err
+
+
+class FusionInferenceOperator(Operator):
+    """Fuses an ``AlignedPair`` with the bundle's TorchScript model.
+
+    Named input: ``pair`` (``AlignedPair``). Named output: ``result`` (``FusionResult``): the fused image on
+    the MR's grid, [D, H, W] float32 in [0, 1].
+
+    The bundle (``model_path``, see ``find_bundle``) is read when the operator is built, so that an unreadable
+    model is refused before any DICOM file is read.
+    """
+
+    def __init__(self, fragment, *args, model_path: Path, **kwargs):
+        self.bundle_dir = find_bundle(model_path)
+        self.device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+        model_file = Path(model_path) if Path(model_path).is_file() else self.bundle_dir / "models" / "model.ts"
+        self.network = load_torchscript(model_file, self.device)
+        if str(self.bundle_dir) not in sys.path:  # the configs reference the bundle's own ``scripts.*``
+            sys.path.insert(0, str(self.bundle_dir))
+        parser = ConfigParser()
+        parser.read_meta(str(self.bundle_dir / "configs" / "metadata.json"))
+        parser.read_config(str(self.bundle_dir / "configs" / "inference.json"))
+        parser["bundle_root"] = str(self.bundle_dir)
+        parser["device"] = self.device
+        # LoadImage / SaveImage are the bundle's file I/O; here the volumes come from DICOM and go to DICOM.
+        self.preprocessing = filter_compose(parser.get_parsed_content("preprocessing"), DISALLOW_LOAD_SAVE)
+        self.postprocessing = filter_compose(parser.get_parsed_content("postprocessing"), DISALLOW_SAVE)
+        self.inferer = parser.get_parsed_content("inferer")
+        # The PET channel as the network saw it, mapped back to the MR grid for the colour overlay.
+        self.invert_pet = Invertd(keys="pet_input", transform=self.preprocessing, orig_keys="image",
+                                  nearest_interp=False, to_tensor=True)
+        logger.info("model: %s (bundle %s) on %s", model_file.name, self.bundle_dir, self.device)
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec):
+        spec.input("pair")
+        spec.output("result")
+
+    def compute(self, op_input, op_output, context):
+        op_output.emit(self.fuse(op_input.receive("pair")), "result")
+
+    def fuse(self, pair: AlignedPair) -> FusionResult:
+        timings = {}
+        start = time.perf_counter()
+        data = self.preprocessing({"mri": pair.mri, "pet": pair.pet})
+        timings["preprocess_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        with torch.inference_mode():
+            pred = self.inferer(data["image"][None].to(self.device), self.network)[0].cpu()
+        timings["network_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        preview = {"mri": data["image"][0].numpy().copy(), "pet": data["image"][1].numpy().copy(),
+                   "fused": pred[0].numpy().copy()}
+        data["pred"] = pred
+        data["pet_input"] = data["image"][1:2]
+        data = self.invert_pet(self.postprocessing(data))
+        timings["postprocess_s"] = time.perf_counter() - start
+        fused = np.clip(data["pred"][0].numpy(), 0.0, 1.0).transpose(2, 1, 0)
+        pet_on_mr = np.clip(data["pet_input"][0].numpy(), 0.0, 1.0).transpose(2, 1, 0)
+        if fused.shape != pair.mri.shape[::-1]:
+            raise RuntimeError(f"fused image {fused.shape} is not on the MR grid {pair.mri.shape[::-1]}")
+        logger.info("fused %s voxels in %.1f s", "x".join(map(str, fused.shape)), sum(timings.values()))
+        return FusionResult(pair=pair, fused=np.ascontiguousarray(fused, dtype=np.float32),
+                            pet_on_mr=np.ascontiguousarray(pet_on_mr, dtype=np.float32),
+                            mr_affine_ras=np.asarray(pair.mri.affine, dtype=float), preview=preview,
+                            timings_s=timings)
