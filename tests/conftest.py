@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from monai.data import PydicomReader
+from monai.transforms import LoadImage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, "scripts")
@@ -20,6 +24,19 @@ def run_script(name: str, *args: str, check: bool = True, env: dict | None = Non
     if check and proc.returncode != 0:
         raise AssertionError(f"{name} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def dciodvfy_errors(path: str) -> list[str]:
+    """The 'Error' lines dciodvfy (dicom3tools) prints for one DICOM file."""
+    assert shutil.which("dciodvfy"), "dciodvfy missing: run scripts/run_tests.sh, which installs dicom3tools"
+    proc = subprocess.run(["dciodvfy", path], capture_output=True, text=True)
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
+
+
+def read_series(folder: str):
+    """A folder holding one DICOM series, read by MONAI's PydicomReader: (voxels, RAS affine)."""
+    image = LoadImage(reader=PydicomReader(), image_only=True)(folder)
+    return np.asarray(image), np.asarray(image.affine)
 
 
 @pytest.fixture(scope="session")
@@ -37,4 +54,14 @@ def tiny_study(tiny_cohort, tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("study") / "study"
     run_script("export_dicom_study.py", "--subject_dir", os.path.join(tiny_cohort, "sub-0000"),
                "--output_dir", str(out))
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def oblique_study(tiny_cohort, tmp_path_factory) -> str:
+    """A DICOM study of the second tiny subject: sagittal MR tilted by 15 degrees, and a PT series in its own
+    Frame of Reference (moved by a known rigid transform, recorded in export.json)."""
+    out = tmp_path_factory.mktemp("oblique") / "study"
+    run_script("export_dicom_study.py", "--subject_dir", os.path.join(tiny_cohort, "sub-0001"), "--output_dir",
+               str(out), "--mr_plane", "sagittal", "--mr_tilt_deg", "15", "--separate_frames")
     return str(out)

@@ -1,36 +1,14 @@
 import json
 import os
 import shutil
-import subprocess
 
 import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import run_script
-from monai.data import PydicomReader
-from monai.transforms import LoadImage
+from conftest import dciodvfy_errors, read_series, run_script
 
 from dcfb_data.dicom_study import oblique_grid, reorient, resample_onto
-
-
-def dciodvfy_errors(path: str) -> list[str]:
-    assert shutil.which("dciodvfy"), "dciodvfy missing: run scripts/run_tests.sh, which installs dicom3tools"
-    proc = subprocess.run(["dciodvfy", path], capture_output=True, text=True)
-    return [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
-
-
-def read_series(folder: str):
-    image = LoadImage(reader=PydicomReader(), image_only=True)(folder)
-    return np.asarray(image), np.asarray(image.affine)
-
-
-@pytest.fixture(scope="module")
-def oblique_study(tiny_cohort, tmp_path_factory):
-    out = tmp_path_factory.mktemp("oblique") / "study"
-    run_script("export_dicom_study.py", "--subject_dir", os.path.join(tiny_cohort, "sub-0001"), "--output_dir",
-               str(out), "--mr_plane", "sagittal", "--mr_tilt_deg", "15", "--separate_frames")
-    return str(out)
 
 
 @pytest.mark.parametrize("which", ["tiny_study", "oblique_study"])

@@ -82,8 +82,9 @@ class FusionInferenceOperator(Operator):
         self.preprocessing = filter_compose(parser.get_parsed_content("preprocessing"), DISALLOW_LOAD_SAVE)
         self.postprocessing = filter_compose(parser.get_parsed_content("postprocessing"), DISALLOW_SAVE)
         self.inferer = parser.get_parsed_content("inferer")
-        # The PET channel as the network saw it, mapped back to the MR grid for the colour overlay.
-        self.invert_pet = Invertd(keys="pet_input", transform=self.preprocessing, orig_keys="image",
+        # The PET channel as the network saw it (on the MR's grid), mapped back to the MR's own voxels through the
+        # MR's trace of transforms, for the colour overlay.
+        self.invert_pet = Invertd(keys="pet_input", transform=self.preprocessing, orig_keys="mri",
                                   nearest_interp=False, to_tensor=True)
         logger.info("model: %s (bundle %s) on %s", model_file.name, self.bundle_dir, self.device)
         super().__init__(fragment, *args, **kwargs)

@@ -1,0 +1,330 @@
+"""The MONAI Deploy app end to end: real DICOM studies in, DICOM series out, read back and checked; every
+refused input leaves OUT empty and the input untouched."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import torch
+from conftest import ROOT, dciodvfy_errors, read_series
+from monai.bundle import ConfigWorkflow
+
+from deploy_app.operators.fused_series_writer import RESCALE_SLOPE
+
+LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@pytest.fixture(scope="session")
+def app_bundle(tmp_path_factory) -> str:
+    """The bundle copied out of the repo with seeded (untrained) weights exported to models/model.ts."""
+    bundle = tmp_path_factory.mktemp("models") / "dcfb_fusion"
+    shutil.copytree(os.path.join(ROOT, "bundle"), bundle, ignore=shutil.ignore_patterns("eval", "models", "__pycache__"))
+    (bundle / "models").mkdir()
+    sys.path.insert(0, str(bundle))
+    try:
+        from scripts.dcfb_net import DCFBNet
+
+        cfg = json.loads((bundle / "configs" / "inference.json").read_text())["network_def"]
+        torch.manual_seed(7)
+        torch.save(DCFBNet(**{k: v for k, v in cfg.items() if k != "_target_"}).state_dict(), bundle / "models" / "model.pt")
+    finally:
+        sys.path.remove(str(bundle))
+    export = subprocess.run([sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath",
+                             "models/model.ts", "--ckpt_file", "models/model.pt", "--meta_file", "configs/metadata.json",
+                             "--config_file", "configs/inference.json"], cwd=bundle, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(bundle)})
+    assert export.returncode == 0, export.stderr[-2000:]
+    return str(bundle)
+
+
+def run_app(input_dir, output_dir, model, *flags, cwd=ROOT, app=("-m", "deploy_app"), env=None):
+    cmd = [sys.executable, *app]
+    if input_dir is not None:
+        cmd += ["-i", str(input_dir), "-o", str(output_dir), "-m", str(model)]
+    return subprocess.run([*cmd, *flags], cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+
+
+def snapshot(folder) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def series_files(folder) -> list[pydicom.Dataset]:
+    return [pydicom.dcmread(p) for p in sorted(Path(folder).glob("*.dcm"))]
+
+
+def bundle_inference(bundle: str, study: str, work: Path) -> nib.Nifti1Image:
+    """The bundle's own inference.json on the MR and PT of ``study`` read by MONAI's PydicomReader."""
+    case = work / "data" / "case"
+    case.mkdir(parents=True)
+    for name, folder in (("mri", "MR"), ("pet", "PT")):
+        voxels, affine = read_series(os.path.join(study, folder))
+        nib.save(nib.Nifti1Image(voxels.astype(np.float32), affine), case / f"{name}.nii.gz")
+    datalist = {"training": [], "validation": [], "testing": [{"id": "case", "mri": "case/mri.nii.gz",
+                                                             "pet": "case/pet.nii.gz"}]}
+    (work / "data" / "datalist.json").write_text(json.dumps(datalist))
+    wf = ConfigWorkflow(config_file=os.path.join(bundle, "configs", "inference.json"),
+                        meta_file=os.path.join(bundle, "configs", "metadata.json"), workflow_type="infer",
+                        bundle_root=bundle, dataset_dir=str(work / "data"), output_dir=str(work / "eval"))
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    return nib.load(work / "eval" / "case" / "mri_fused.nii.gz")
+
+
+def check_fused_series_geometry(out: Path, study: str) -> list[pydicom.Dataset]:
+    mr = {ds.SOPInstanceUID: ds for ds in series_files(Path(study) / "MR")}
+    pt_uids = {ds.SOPInstanceUID for ds in series_files(Path(study) / "PT")}
+    fused = series_files(out / "fused_dicom")
+    assert len(fused) == len(mr)
+    assert len({ds.SeriesInstanceUID for ds in fused}) == 1
+    pt_referenced = 0
+    for ds in fused:
+        source = mr[ds.SourceImageSequence[0].ReferencedSOPInstanceUID]
+        for keyword in ("StudyInstanceUID", "FrameOfReferenceUID", "PatientID", "Rows", "Columns"):
+            assert ds[keyword].value == source[keyword].value, keyword
+        for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+            np.testing.assert_allclose(np.asarray(ds[keyword].value, float), np.asarray(source[keyword].value, float))
+        assert ds.SeriesInstanceUID != source.SeriesInstanceUID and ds.SOPInstanceUID not in mr
+        assert list(ds.ImageType[:2]) == ["DERIVED", "SECONDARY"] and "DerivationDescription" in ds
+        assert ds.SOPClassUID == source.SOPClassUID and "WindowCenter" in ds
+        refs = {item.ReferencedSOPInstanceUID for item in ds.SourceImageSequence[1:]}
+        assert refs <= pt_uids
+        pt_referenced += bool(refs)
+    assert pt_referenced > len(fused) // 2  # the PET covers the brain, so most MR slices meet PT images
+    colour = series_files(out / "fusion_color_dicom")
+    assert len(colour) == len(fused) and colour[0].PhotometricInterpretation == "RGB"
+    assert colour[0].StudyInstanceUID == fused[0].StudyInstanceUID
+    for path in (out / "fused_dicom" / "IM00001.dcm", sorted((out / "fusion_color_dicom").iterdir())[len(fused) // 2]):
+        assert dciodvfy_errors(str(path)) == [], path
+    return fused
+
+
+def test_axial_study_fused_read_back_equals_bundle_inference(tiny_study, app_bundle, tmp_path):
+    out = tmp_path / "out"
+    proc = run_app(tiny_study, out, app_bundle, "--nifti", "--preview")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(os.listdir(out)) == ["fused.nii.gz", "fused_dicom", "fusion_color_dicom", "fusion_summary.json",
+                                       "preview.png"]
+    check_fused_series_geometry(out, tiny_study)
+    summary = json.loads((out / "fusion_summary.json").read_text())
+    assert summary["alignment"]["performed"] is False and summary["alignment"]["pet_signal_in_mr_field_of_view"] > 0.9
+
+    fused, fused_affine = read_series(str(out / "fused_dicom"))
+    mr, mr_affine = read_series(os.path.join(tiny_study, "MR"))
+    assert fused.shape == mr.shape
+    np.testing.assert_allclose(fused_affine, mr_affine, atol=1e-4)
+    reference = bundle_inference(app_bundle, tiny_study, tmp_path / "bundle")
+    np.testing.assert_allclose(reference.affine, mr_affine, atol=1e-4)
+    assert np.abs(fused - reference.get_fdata()).max() <= float(RESCALE_SLOPE) * 0.5 + 1e-5
+
+    logs = proc.stdout + proc.stderr
+    patient = pydicom.dcmread(next((Path(tiny_study) / "MR").iterdir()))
+    assert str(patient.PatientName) not in logs and str(patient.PatientID) not in logs
+
+
+def test_oblique_sagittal_mr_with_pet_in_another_frame_is_registered_and_fused(oblique_study, app_bundle, tmp_path):
+    out = tmp_path / "out"
+    proc = run_app(oblique_study, out, app_bundle, "--nifti")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    check_fused_series_geometry(out, oblique_study)
+    summary = json.loads((out / "fusion_summary.json").read_text())
+    assert summary["alignment"]["performed"] is True
+    # The known motion between the two sessions (RAS, MR -> PET) against what the registration found (LPS, PET -> MR).
+    pet_from_mr_ras = np.asarray(json.loads((Path(oblique_study) / "export.json").read_text())["pet_world_from_mr_world"])
+    found_mr_from_pet = LPS_FROM_RAS @ np.asarray(summary["mr_from_pt_world_lps"]) @ LPS_FROM_RAS
+    brain = np.array([[x, y, z, 1.0] for x in (-50, 50) for y in (-60, 40) for z in (-30, 50)]).T
+    error_mm = np.linalg.norm((found_mr_from_pet @ pet_from_mr_ras @ brain - brain)[:3], axis=0)
+    assert error_mm.max() < 4.0, error_mm  # the tiny study's voxels are about 5 mm
+    fused = nib.load(out / "fused.nii.gz").get_fdata()
+    mr, _ = read_series(os.path.join(oblique_study, "MR"))
+    assert fused.shape == mr.shape and np.corrcoef(fused.ravel(), mr.ravel())[0, 1] > 0.5
+
+
+def copy_study(study: str, dst: Path, series=("MR", "PT")) -> Path:
+    dst.mkdir(parents=True)
+    for name in series:
+        shutil.copytree(os.path.join(study, name), dst / name)
+    return dst
+
+
+def edit_series(folder: Path, edit) -> None:
+    for path in sorted(folder.glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        edit(ds)
+        ds.save_as(path)
+
+
+def other_patient(ds):
+    ds.PatientID, ds.PatientName = "OTHER-4711", "Other^Patient"
+
+
+def far_away(ds):
+    ds.ImagePositionPatient = [float(v) + (400.0 if i == 2 else 0.0) for i, v in enumerate(ds.ImagePositionPatient)]
+
+
+def make_case(name: str, study: str, root: Path) -> Path:
+    if name == "empty folder":
+        (root / "in").mkdir()
+        return root / "in"
+    if name == "no PT series":
+        return copy_study(study, root / "in", ("MR",))
+    if name == "no MR series":
+        return copy_study(study, root / "in", ("PT",))
+    folder = copy_study(study, root / "in")
+    if name == "different patients":
+        edit_series(folder / "PT", other_patient)
+    elif name == "PET not overlapping the MR":
+        edit_series(folder / "PT", far_away)
+    elif name == "MR slice missing":
+        files = sorted((folder / "MR").glob("*.dcm"))
+        files[len(files) // 2].unlink()
+    return folder
+
+
+@pytest.mark.parametrize("case, message", [
+    ("empty folder", "is empty"),
+    ("no PT series", "no PT series"),
+    ("no MR series", "no MR series"),
+    ("different patients", "different patients"),
+    ("PET not overlapping the MR", "do not overlap"),
+    ("MR slice missing", "not evenly spaced"),
+])
+def test_bad_study_is_refused_cleanly(case, message, tiny_study, app_bundle, tmp_path):
+    folder = make_case(case, tiny_study, tmp_path)
+    before = snapshot(folder)
+    out = tmp_path / "out"
+    proc = run_app(folder, out, app_bundle)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "refused" in proc.stderr and message in proc.stderr, proc.stderr[-3000:]
+    assert not any(out.iterdir())
+    assert snapshot(folder) == before
+    assert "OTHER-4711" not in proc.stdout + proc.stderr and "Other^Patient" not in proc.stdout + proc.stderr
+
+
+def test_unreadable_model_and_unwritable_output_are_refused(tiny_study, app_bundle, tmp_path):
+    broken = tmp_path / "broken_bundle"
+    shutil.copytree(app_bundle, broken)
+    (broken / "models" / "model.ts").write_bytes(b"not a TorchScript archive")
+    out = tmp_path / "out"
+    proc = run_app(tiny_study, out, broken)
+    assert proc.returncode == 1 and "cannot be read as a TorchScript model" in proc.stderr, proc.stderr[-3000:]
+    assert str(broken / "models" / "model.ts") in proc.stderr and not any(out.iterdir())
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("a file where a folder should be")
+    proc = run_app(tiny_study, blocker / "out", app_bundle)
+    assert proc.returncode == 1 and "cannot be written" in proc.stderr, proc.stderr[-3000:]
+
+
+def test_truncated_and_non_dicom_files_are_skipped_by_name(tiny_study, app_bundle, tmp_path):
+    folder = copy_study(tiny_study, tmp_path / "in")
+    good = sorted((folder / "MR").glob("*.dcm"))[0].read_bytes()
+    (folder / "MR" / "cut_short.dcm").write_bytes(good[: len(good) * 2 // 3])
+    (folder / "notes.txt").write_text("not DICOM")
+    before = snapshot(folder)
+    out = tmp_path / "out"
+    proc = run_app(folder, out, app_bundle)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logs = proc.stdout + proc.stderr
+    assert f"skipping {folder / 'MR' / 'cut_short.dcm'}: pixel data truncated" in logs
+    assert f"skipping {folder / 'notes.txt'}: not a readable DICOM file" in logs
+    assert len(list((out / "fused_dicom").iterdir())) == len(list((Path(tiny_study) / "MR").iterdir()))
+    assert snapshot(folder) == before
+
+
+def test_failed_registration_is_refused(oblique_study, app_bundle, tmp_path):
+    folder = copy_study(oblique_study, tmp_path / "in")
+    rng = np.random.default_rng(0)
+
+    def noise(ds):
+        ds.PixelData = rng.integers(0, 30000, ds.pixel_array.shape, dtype=np.int16).tobytes()
+
+    edit_series(folder / "PT", noise)
+    out = tmp_path / "out"
+    proc = run_app(folder, out, app_bundle)
+    assert proc.returncode == 1 and "refused" in proc.stderr, proc.stderr[-3000:]
+    assert "registration" in proc.stderr and "failed" in proc.stderr, proc.stderr[-3000:]
+    assert not any(out.iterdir())
+
+
+def test_several_matching_mr_series_the_choice_is_logged(tiny_study, app_bundle, tmp_path):
+    folder = copy_study(tiny_study, tmp_path / "in")
+    shutil.copytree(folder / "MR", folder / "MR_repeat")
+    files = sorted((folder / "MR_repeat").glob("*.dcm"))
+    for path in files[: len(files) // 2]:
+        path.unlink()  # a shorter repeat: the full series must win
+    repeat_uid = pydicom.uid.generate_uid()
+
+    def as_repeat(ds):
+        ds.SeriesInstanceUID, ds.SeriesNumber = repeat_uid, 99
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+
+    edit_series(folder / "MR_repeat", as_repeat)
+    out = tmp_path / "out"
+    proc = run_app(folder, out, app_bundle)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logs = proc.stdout + proc.stderr
+    full_uid = pydicom.dcmread(sorted((folder / "MR").glob("*.dcm"))[0]).SeriesInstanceUID
+    assert f"2 MR series match the rules 'T1-weighted MR'; using {full_uid}" in logs
+    assert json.loads((out / "fusion_summary.json").read_text())["source_mr_series_instance_uid"] == full_uid
+
+
+def test_map_layout_app_copy_runs_from_holoscan_environment(tiny_study, app_bundle, tmp_path):
+    """What the MAP runs: `python3 /opt/holoscan/app` on a copy of deploy_app/ alone, the paths from the
+    HOLOSCAN_* variables and the bundle as the one model folder under the models path."""
+    app = tmp_path / "opt" / "app"
+    shutil.copytree(os.path.join(ROOT, "deploy_app"), app, ignore=shutil.ignore_patterns("__pycache__"))
+    models = tmp_path / "opt" / "models"
+    shutil.copytree(app_bundle, models / "dcfb_fusion")
+    env = {"HOLOSCAN_INPUT_PATH": tiny_study, "HOLOSCAN_OUTPUT_PATH": str(tmp_path / "output"),
+           "HOLOSCAN_MODEL_PATH": str(models), "DCFB_WRITE_PREVIEW": "1",
+           "PYTHONPATH": ""}  # nothing of the repository on the path
+    proc = run_app(None, None, None, cwd=tmp_path, app=(str(app),), env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {"fused_dicom", "fusion_color_dicom", "preview.png"} <= set(os.listdir(tmp_path / "output"))
+
+
+def _pins(path: str) -> dict:
+    lines = Path(path).read_text().splitlines()
+    return dict(line.split("==") for line in lines if line.strip() and not line.startswith("#"))
+
+
+def test_app_yaml_and_requirements_carry_what_the_packager_reads():
+    from holoscan_cli.packager.config_reader import ApplicationConfiguration
+
+    config = ApplicationConfiguration()
+    config.read(Path(ROOT) / "deploy_app" / "app.yaml")
+    assert config.title().startswith("DCFB Fusion")
+    raw = config._config
+    assert raw["application"]["version"] and {"cpu", "memory"} <= set(raw["resources"])
+
+    app_pins, repo_pins = _pins(os.path.join(ROOT, "deploy_app", "requirements.txt")), _pins(os.path.join(ROOT, "requirements.txt"))
+    assert all(repo_pins.get(name) == version for name, version in app_pins.items()), app_pins
+    # Every third-party module that the app and the bundle code it loads import is pinned for the app.
+    imported = set()
+    for path in [*Path(ROOT, "deploy_app").rglob("*.py"), *Path(ROOT, "bundle", "scripts").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    imported |= {"ignite"}  # imported by the "imports" section of bundle/configs/inference.json
+    distributions = packages_distributions()
+    local = {"deploy_app", "scripts", "__future__"} | set(sys.stdlib_module_names)
+    pinned = {name.lower() for name in app_pins}
+    for module in sorted(imported - local):
+        dists = {d.lower() for d in distributions.get(module, [])}
+        assert dists & pinned, f"{module} ({dists}) is imported but not pinned in deploy_app/requirements.txt"
