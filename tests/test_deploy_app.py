@@ -284,11 +284,14 @@ def test_several_matching_mr_series_the_choice_is_logged(tiny_study, app_bundle,
 
 def test_map_layout_app_copy_runs_from_holoscan_environment(tiny_study, app_bundle, tmp_path):
     """What the MAP runs: `python3 /opt/holoscan/app` on a copy of deploy_app/ alone, the paths from the
-    HOLOSCAN_* variables and the bundle as the one model folder under the models path."""
+    HOLOSCAN_* variables, and the models folder that scripts/prepare_map.sh stages for the packager."""
     app = tmp_path / "opt" / "app"
     shutil.copytree(os.path.join(ROOT, "deploy_app"), app, ignore=shutil.ignore_patterns("__pycache__"))
-    models = tmp_path / "opt" / "models"
-    shutil.copytree(app_bundle, models / "dcfb_fusion")
+    stage = subprocess.run(["bash", os.path.join(ROOT, "scripts", "prepare_map.sh"), app_bundle, str(tmp_path / "map")],
+                           capture_output=True, text=True)
+    assert stage.returncode == 0 and "monai-deploy package" in stage.stdout, stage.stderr
+    models = tmp_path / "map" / "models"
+    assert sorted(os.listdir(models / "dcfb_fusion" / "models")) == ["model.ts"]
     env = {"HOLOSCAN_INPUT_PATH": tiny_study, "HOLOSCAN_OUTPUT_PATH": str(tmp_path / "output"),
            "HOLOSCAN_MODEL_PATH": str(models), "DCFB_WRITE_PREVIEW": "1",
            "PYTHONPATH": ""}  # nothing of the repository on the path

@@ -1,0 +1,146 @@
+"""Benchmark the MONAI Deploy app on a DICOM study (default: the full-size sample study).
+
+Two measurements, both printed as tables:
+1. stages, in one process: the app's own operators called in graph order (DICOM read = load + select + volume
+   conversion of MR and PT; align; infer = bundle preprocessing, network, inversion; write), with the wall time
+   and the peak resident memory of each stage (Linux: the peak is reset between stages through
+   /proc/self/clear_refs);
+2. the whole app as a user runs it (`python -m deploy_app ...`, imports and Holoscan start-up included), with
+   its wall time and peak memory from the operating system.
+
+Targets (2-core CPU): whole app at most 20 s and 4 GB.
+
+    .venv/bin/python scripts/benchmark_app.py [--study data/sample/study] [--model bundle] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TARGET_S, TARGET_GB = 20.0, 4.0
+
+
+def peak_rss_gb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def reset_peak() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+    except OSError:
+        pass  # not Linux: the peaks are then cumulative, which the table says
+
+
+def stage_benchmark(study: Path, model: Path, output: Path) -> list[tuple[str, float, float]]:
+    import json as _json
+
+    from monai.deploy.core import Application
+    from monai.deploy.operators import DICOMSeriesSelectorOperator
+
+    from deploy_app.app import DEFAULT_RULES, load_selection_rules
+    from deploy_app.operators import (CheckedDICOMDataLoaderOperator, FusedSeriesWriterOperator,
+                                      FusionInferenceOperator, PetMrAlignmentOperator, SeriesVolumeOperator)
+    from deploy_app.operators.series_volume import choose_series
+    from monai.deploy.core.domain import StudySelectedSeries
+
+    class Holder(Application):  # operators need a fragment; nothing is composed or run
+        def compose(self):
+            pass
+
+    app = Holder()
+    rules = load_selection_rules(DEFAULT_RULES)
+    rows = []
+
+    def timed(name, fn):
+        reset_peak()
+        start = time.perf_counter()
+        value = fn()
+        rows.append((name, time.perf_counter() - start, peak_rss_gb()))
+        print(f"  {name}: {rows[-1][1]:.2f} s", flush=True)
+        return value
+
+    inference = timed("load model", lambda: FusionInferenceOperator(app, model_path=model, name="inference"))
+    writer = FusedSeriesWriterOperator(app, output_folder=output, write_nifti=False, write_preview=False, name="w")
+
+    def read():
+        studies = CheckedDICOMDataLoaderOperator(app, input_folder=study, name="loader").load_data_to_studies(study)
+        volumes = {}
+        for label in ("MR", "PT"):
+            selector = DICOMSeriesSelectorOperator(app, rules=_json.dumps(rules[label]), all_matched=True,
+                                                   sort_by_sop_instance_count=True, name=f"{label}_selector")
+            selected = selector.filter(rules[label], studies, all_matched=True, sort_by_sop_instance_count=True)
+            study_sel, sel = choose_series(selected, label)
+            only = StudySelectedSeries(study_sel.study)
+            only.add_selected_series(sel)
+            converter = SeriesVolumeOperator(app, label=label, name=f"{label}_volume")
+            volumes[label] = (converter.convert_to_image([only]), sel.series)
+        return volumes
+
+    volumes = timed("DICOM read", read)
+    pair = timed("align", lambda: PetMrAlignmentOperator(app, name="align").align(
+        volumes["MR"][0], volumes["MR"][1], volumes["PT"][0], volumes["PT"][1]))
+    result = timed("infer", lambda: inference.fuse(pair))
+    timed("write DICOM", lambda: writer.write(result))
+    return rows
+
+
+def whole_app(study: Path, model: Path, output: Path) -> tuple[float, float, int]:
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "deploy_app", "-i", str(study), "-o", str(output), "-m", str(model)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    return wall, usage.ru_maxrss / 2**20, os.waitstatus_to_exitcode(status)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--study", type=Path, default=ROOT / "data" / "sample" / "study")
+    parser.add_argument("--model", type=Path, default=ROOT / "bundle")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    if not (args.study / "MR").is_dir():
+        print(f"benchmark_app: no study at {args.study}: run scripts/run_sample.sh first", file=sys.stderr)
+        return 2
+    import torch
+
+    print(f"study {args.study}, model {args.model}, torch threads {torch.get_num_threads()}, CPUs {os.cpu_count()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        print("whole app (subprocess):", flush=True)
+        wall, peak, code = whole_app(args.study, args.model, Path(tmp) / "whole")
+        if code != 0:
+            print(f"benchmark_app: the app failed with exit status {code}", file=sys.stderr)
+            return 1
+        print("stages (in process):", flush=True)
+        rows = stage_benchmark(args.study, args.model, Path(tmp) / "stages")
+    print()
+    print(f"{'stage':<14}{'time s':>9}{'peak GB':>10}")
+    for name, seconds, gb in rows:
+        print(f"{name:<14}{seconds:>9.2f}{gb:>10.2f}")
+    print(f"{'stages total':<14}{sum(r[1] for r in rows):>9.2f}{max(r[2] for r in rows):>10.2f}")
+    print(f"{'whole app':<14}{wall:>9.2f}{peak:>10.2f}   target <= {TARGET_S:.0f} s and <= {TARGET_GB:.0f} GB: "
+          f"{'met' if wall <= TARGET_S and peak <= TARGET_GB else 'MISSED'}")
+    if args.json:
+        args.json.write_text(json.dumps({"stages": [dict(zip(("stage", "seconds", "peak_gb"), r)) for r in rows],
+                                         "whole_app": {"seconds": wall, "peak_gb": peak}}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
