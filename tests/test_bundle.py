@@ -129,3 +129,30 @@ def test_bad_datalist_is_refused_with_a_clear_error(bundle_copy, tiny_cohort, tm
         capture_output=True, text=True)
     assert proc.returncode != 0
     assert "lacks the key(s) ['pet']" in proc.stdout + proc.stderr
+
+
+def test_inference_inverts_to_a_non_ras_mri_grid(trained_bundle, tiny_cohort, tmp_path):
+    """An MRI stored left-right and front-back flipped (LPS-like, as from DICOM) gets its fused image on its
+    own voxels: the same values as for the RAS-stored twin, flipped back."""
+    item = json.load(open(os.path.join(tiny_cohort, "datalist.json")))["testing"][0]
+    data = tmp_path / "data"
+    for case, flip in (("ras", False), ("flipped", True)):
+        (data / case).mkdir(parents=True)
+        for key in ("mri", "pet"):
+            img = nib.load(os.path.join(tiny_cohort, item[key]))
+            if flip:  # same voxels in the same world positions, stored in the opposite x and y order
+                index_flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+                index_flip[:2, 3] = np.array(img.shape[:2]) - 1
+                img = nib.Nifti1Image(np.asarray(img.dataobj)[::-1, ::-1, :].copy(), img.affine @ index_flip)
+            nib.save(img, data / case / f"{key}.nii.gz")
+    testing = [{"id": c, "mri": f"{c}/mri.nii.gz", "pet": f"{c}/pet.nii.gz"} for c in ("ras", "flipped")]
+    (data / "datalist.json").write_text(json.dumps({"training": [], "validation": [], "testing": testing}))
+    wf = _workflow(trained_bundle, ["inference.json"], "infer", dataset_dir=str(data), bundle_root=trained_bundle,
+                   output_dir=str(tmp_path / "eval"), roi_size=[32, 32, 32])
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    ras = nib.load(tmp_path / "eval" / "ras" / "mri_fused.nii.gz")
+    flipped = nib.load(tmp_path / "eval" / "flipped" / "mri_fused.nii.gz")
+    np.testing.assert_allclose(flipped.affine, nib.load(data / "flipped" / "mri.nii.gz").affine, atol=1e-4)
+    np.testing.assert_allclose(flipped.get_fdata(), ras.get_fdata()[::-1, ::-1, :], atol=1e-5)
