@@ -1,0 +1,45 @@
+"""Classical baselines: defining properties on small volumes."""
+
+import pytest
+import torch
+from monai.transforms import GaussianSmooth
+
+from dcfb_eval.classical_fusion import CLASSICAL_METHODS, pca_fusion
+
+
+def volume(seed, shape=(20, 24, 18)):
+    g = torch.Generator().manual_seed(seed)
+    x = GaussianSmooth(sigma=1.5)(torch.rand((1, *shape), generator=g))[0]
+    return (x - x.min()) / (x.max() - x.min())
+
+
+A, B = volume(3), volume(4)
+
+
+@pytest.mark.parametrize("name", sorted(CLASSICAL_METHODS))
+def test_same_source_twice_gives_it_back_and_output_in_range(name):
+    method = CLASSICAL_METHODS[name]
+    assert torch.allclose(method(A, A), A, atol=1e-5)
+    fused = method(A, B)
+    assert fused.shape == A.shape and fused.min() >= 0 and fused.max() <= 1
+    assert torch.allclose(fused, method(B, A), atol=1e-5) or name == "pca"  # PCA weights follow the data
+
+
+def test_pca_weights_favour_the_source_with_more_variance():
+    flat = torch.full_like(A, 0.5) + 0.01 * B
+    fused = pca_fusion(A, flat)
+    assert torch.corrcoef(torch.stack([fused.flatten(), A.flatten()]))[0, 1] > 0.99
+
+
+@pytest.mark.parametrize("name", ["laplacian_pyramid", "wavelet"])
+def test_multiscale_fusion_keeps_detail_of_either_source(name):
+    a, b = torch.zeros(32, 32, 32), torch.zeros(32, 32, 32)
+    a[8:10, 8:10, 8:10] = 1.0   # a small bright detail only in A
+    b[20:22, 20:22, 20:22] = 1.0  # and one only in B
+    fused = CLASSICAL_METHODS[name](a, b)
+    assert fused[8:10, 8:10, 8:10].mean() > 0.7 and fused[20:22, 20:22, 20:22].mean() > 0.7
+    assert average_of(a, b)[8:10, 8:10, 8:10].mean() == pytest.approx(0.5)
+
+
+def average_of(a, b):
+    return CLASSICAL_METHODS["average"](a, b)
