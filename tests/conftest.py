@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from monai.data import PydicomReader
 from monai.transforms import LoadImage
 
@@ -65,3 +67,26 @@ def oblique_study(tiny_cohort, tmp_path_factory) -> str:
     run_script("export_dicom_study.py", "--subject_dir", os.path.join(tiny_cohort, "sub-0001"), "--output_dir",
                str(out), "--mr_plane", "sagittal", "--mr_tilt_deg", "15", "--separate_frames")
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def app_bundle(tmp_path_factory) -> str:
+    """The bundle copied out of the repo with seeded (untrained) weights exported to models/model.ts."""
+    bundle = tmp_path_factory.mktemp("models") / "dcfb_fusion"
+    shutil.copytree(os.path.join(ROOT, "bundle"), bundle, ignore=shutil.ignore_patterns("eval", "models", "__pycache__"))
+    (bundle / "models").mkdir()
+    sys.path.insert(0, str(bundle))
+    try:
+        from scripts.dcfb_net import DCFBNet
+
+        cfg = json.loads((bundle / "configs" / "inference.json").read_text())["network_def"]
+        torch.manual_seed(7)
+        torch.save(DCFBNet(**{k: v for k, v in cfg.items() if k != "_target_"}).state_dict(), bundle / "models" / "model.pt")
+    finally:
+        sys.path.remove(str(bundle))
+    export = subprocess.run([sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath",
+                             "models/model.ts", "--ckpt_file", "models/model.pt", "--meta_file", "configs/metadata.json",
+                             "--config_file", "configs/inference.json"], cwd=bundle, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(bundle)})
+    assert export.returncode == 0, export.stderr[-2000:]
+    return str(bundle)

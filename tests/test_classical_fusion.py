@@ -43,3 +43,22 @@ def test_multiscale_fusion_keeps_detail_of_either_source(name):
 
 def average_of(a, b):
     return CLASSICAL_METHODS["average"](a, b)
+
+
+def test_evaluate_methods_scores_every_method_on_a_split(tiny_cohort, app_bundle, tmp_path):
+    import csv
+    import json
+    import os
+
+    from conftest import run_script
+
+    run_script("evaluate_methods.py", "--dataset_dir", tiny_cohort, "--split", "testing", "--bundle_dir", app_bundle,
+               "--models", f"dcfb_3d={os.path.join(app_bundle, 'models', 'model.ts')}",
+               "--output_dir", str(tmp_path))
+    rows = list(csv.DictReader(open(tmp_path / "per_case.csv")))
+    assert sorted({r["method"] for r in rows}) == sorted([*CLASSICAL_METHODS, "dcfb_3d"])
+    for row in rows:
+        for key in ("psnr", "ssim", "en", "sd", "sf", "ag", "mi", "nmi", "scd", "vif", "qabf", "regional_corr"):
+            assert float(row[key]) == float(row[key]), (row["method"], key)  # not NaN
+    summary = json.load(open(tmp_path / "summary.json"))
+    assert summary["cases"] == 1 and summary["methods"]["average"]["psnr"]["mean"] > 10

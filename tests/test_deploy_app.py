@@ -17,36 +17,12 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-import torch
 from conftest import ROOT, dciodvfy_errors, read_series
 from monai.bundle import ConfigWorkflow
 
 from deploy_app.operators.fused_series_writer import RESCALE_SLOPE
 
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-@pytest.fixture(scope="session")
-def app_bundle(tmp_path_factory) -> str:
-    """The bundle copied out of the repo with seeded (untrained) weights exported to models/model.ts."""
-    bundle = tmp_path_factory.mktemp("models") / "dcfb_fusion"
-    shutil.copytree(os.path.join(ROOT, "bundle"), bundle, ignore=shutil.ignore_patterns("eval", "models", "__pycache__"))
-    (bundle / "models").mkdir()
-    sys.path.insert(0, str(bundle))
-    try:
-        from scripts.dcfb_net import DCFBNet
-
-        cfg = json.loads((bundle / "configs" / "inference.json").read_text())["network_def"]
-        torch.manual_seed(7)
-        torch.save(DCFBNet(**{k: v for k, v in cfg.items() if k != "_target_"}).state_dict(), bundle / "models" / "model.pt")
-    finally:
-        sys.path.remove(str(bundle))
-    export = subprocess.run([sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath",
-                             "models/model.ts", "--ckpt_file", "models/model.pt", "--meta_file", "configs/metadata.json",
-                             "--config_file", "configs/inference.json"], cwd=bundle, capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(bundle)})
-    assert export.returncode == 0, export.stderr[-2000:]
-    return str(bundle)
 
 
 def run_app(input_dir, output_dir, model, *flags, cwd=ROOT, app=("-m", "deploy_app"), env=None):

@@ -1,0 +1,121 @@
+"""Fuse each case of a datalist split with several methods and score every fusion with the same metrics.
+
+All methods see the same inputs: the bundle's own inference preprocessing (PET resampled onto the MRI,
+cropped, each scaled to [0, 1]). Every fused image, and the two sources as the network saw them, are then
+mapped back onto the MRI's own grid with the bundle's ``Invertd``, where the cohort generator's
+``regions.nii.gz`` lies, and scored there inside the head mask.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.bundle import ConfigParser
+from monai.transforms import Invertd
+
+from .classical_fusion import CLASSICAL_METHODS
+
+METRIC_CLASSES = {
+    "psnr": "FusionMaskedPSNRMetric", "ssim": "FusionMaskedSSIMMetric", "en": "FusionEntropyMetric",
+    "sd": "FusionSDMetric", "sf": "FusionSFMetric", "ag": "FusionAGMetric", "mi": "FusionMIMetric",
+    "nmi": "FusionNMIMetric", "scd": "FusionSCDMetric", "vif": "FusionVIFMetric", "qabf": "FusionQabfMetric",
+}
+
+
+class BundlePipeline:
+    """The bundle's inference preprocessing, inferer and inversion, read from its configs (not restated)."""
+
+    def __init__(self, bundle_dir: str):
+        self.bundle_dir = os.path.abspath(bundle_dir)
+        if self.bundle_dir not in sys.path:
+            sys.path.insert(0, self.bundle_dir)
+        parser = ConfigParser()
+        parser.read_config(os.path.join(self.bundle_dir, "configs", "inference.json"))
+        parser["bundle_root"] = self.bundle_dir
+        self.preprocessing = parser.get_parsed_content("preprocessing")
+        self.inferer = parser.get_parsed_content("inferer")
+        self.inferer.progress = False
+        self.invert = Invertd(keys=["pred", "mri_in", "pet_in"], transform=self.preprocessing, orig_keys="mri",
+                              nearest_interp=False, to_tensor=True)
+        from scripts import metrics
+
+        self.metrics = {name: getattr(metrics, cls)() for name, cls in METRIC_CLASSES.items()}
+        self.regional = metrics.RegionalPatternMetric()
+
+    def head_box(self, sources: torch.Tensor, margin: int = 10) -> tuple[slice, ...]:
+        from scripts.metrics import head_mask
+
+        mask = head_mask(sources, self.metrics["psnr"].mask_threshold)
+        index = torch.nonzero(mask)
+        if len(index) == 0:
+            return tuple(slice(None) for _ in mask.shape)
+        low, high = index.min(0).values - margin, index.max(0).values + margin + 1
+        return tuple(slice(max(int(lo), 0), min(int(hi), n)) for lo, hi, n in zip(low, high, mask.shape))
+
+    def torchscript_method(self, path: str) -> Callable:
+        network = torch.jit.load(path, map_location="cpu").eval()
+
+        def fuse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return self.inferer(torch.stack([a, b])[None], network)[0, 0]
+
+        return fuse
+
+    def score_case(self, item: dict, methods: dict[str, Callable]) -> list[dict]:
+        data = self.preprocessing({"mri": item["mri"], "pet": item["pet"]})
+        image = data["image"]
+        regions = torch.as_tensor(np.asarray(nib.load(item["regions"]).dataobj)) if item.get("regions") else None
+        rows = []
+        for name, method in methods.items():
+            start = time.perf_counter()
+            fused = method(image[0].as_tensor(), image[1].as_tensor()).clamp(0, 1)
+            seconds = time.perf_counter() - start
+            case = dict(data)
+            case["pred"] = image[0:1].clone()
+            case["pred"].set_array(fused[None].float())
+            case["mri_in"], case["pet_in"] = image[0:1].clone(), image[1:2].clone()
+            case = self.invert(case)
+            f, sources = case["pred"][None].as_tensor(), torch.cat([case["mri_in"], case["pet_in"]])[None].as_tensor()
+            # Scored on the head's bounding box (plus a margin for the filters' reach): the same voxels in the
+            # mask, a fraction of the background, a fraction of the time.
+            box = self.head_box(sources[0])
+            f, sources = f[(..., *box)], sources[(..., *box)]
+            row = {"case": os.path.basename(str(item["id"])), "pattern": item.get("pattern", ""), "method": name,
+                   "seconds": seconds}
+            for metric_name, metric in self.metrics.items():
+                row[metric_name] = float(metric(f, sources)[0, 0])
+                metric.reset()
+            if regions is not None and regions.shape == case["pred"].shape[1:]:
+                corr, kept = self.regional(f, sources, regions=regions[box][None, None])[0]
+                self.regional.reset()
+                row["regional_corr"], row["contrast_kept"] = float(corr), float(kept)
+            rows.append(row)
+        return rows
+
+
+def default_methods(pipeline: BundlePipeline, models: dict[str, str]) -> dict[str, Callable]:
+    methods = dict(CLASSICAL_METHODS)
+    for name, path in models.items():
+        methods[name] = pipeline.torchscript_method(path)
+    return methods
+
+
+def summarize(rows: list[dict]) -> dict:
+    """mean and std per method and metric (NaN rows left out), and the number of cases."""
+    summary: dict = {}
+    keys = [k for k in rows[0] if k not in ("case", "pattern", "method")] if rows else []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        subset = [r for r in rows if r["method"] == method]
+        summary[method] = {"n": len(subset)}
+        for key in keys:
+            values = np.array([r.get(key, np.nan) for r in subset], dtype=float)
+            values = values[np.isfinite(values)]
+            summary[method][key] = {"mean": float(values.mean()) if len(values) else None,
+                                    "std": float(values.std()) if len(values) else None}
+    return summary
