@@ -1,0 +1,178 @@
+"""Write the evaluation report (markdown and pictures) from an ``evaluate_methods.py`` run.
+
+    .venv/bin/python scripts/make_report.py --eval_dir runs/eval --dataset_dir data/cohort \
+        --models dcfb_3d=bundle/models/model.ts --train_log runs/release/train.log --output_dir bundle/docs
+
+Writes ``report.md`` and ``images/`` (metric chart, tri-planar views of a normal and an Alzheimer-like
+test subject for every method with a PET colour overlay, training curve when a log is given).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+
+import fire
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from dcfb_eval.comparison import BundlePipeline, default_methods  # noqa: E402
+
+METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "en": "EN (bits)", "sd": "SD", "sf": "SF", "ag": "AG",
+                 "mi": "MI (bits)", "nmi": "NMI", "scd": "SCD", "vif": "VIF", "qabf": "Qabf",
+                 "regional_corr": "regional r", "contrast_kept": "contrast kept", "seconds": "s / volume"}
+
+HOW_TO_READ = """## How to read these numbers
+
+- PSNR and SSIM are the paper's metrics, here over the whole head (not one slice): the mean of F against
+  the MRI and F against the PET. Plain averaging minimises the summed squared error to both sources, so it
+  is hard to beat on a PSNR-against-both metric by construction; a fusion that keeps the MRI's anatomy
+  sharp and the PET's contrast where it matters can score lower on it and still be the better picture.
+- EN, SD, SF and AG describe F alone (information, contrast, detail); they reward noise as much as
+  structure and have no ceiling that means "perfect".
+- MI, NMI, SCD, VIF and Qabf measure what F keeps of the sources: information, correlations of
+  differences, visual information (summed over the two sources) and edges (0.975 is the ceiling with the
+  standard constants).
+- Regional r and contrast kept are the clinical check: the correlation between F's and the PET's mean in
+  the simulated Alzheimer target and reference regions, and the share of the PET's hypometabolism contrast
+  that survives in F (Alzheimer-like subjects only). A fusion that looks good but loses these would hide
+  the finding the PET was taken for.
+"""
+
+
+def training_curve(log_path: str, out_png: str) -> bool:
+    text = open(log_path, errors="replace").read()
+    losses = [float(v) for v in re.findall(r"train_loss: ([0-9.]+)", text)]
+    vals = [(int(e), float(p), float(s)) for e, p, s in
+            re.findall(r"Epoch\[(\d+)\] Metrics -- val_fusion_psnr: ([0-9.]+) val_fusion_ssim: ([0-9.]+)", text)]
+    if not losses:
+        return False
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax[0].plot(np.arange(len(losses)), losses, lw=0.5, alpha=0.5, label="iteration")
+    window = 48
+    if len(losses) >= window:
+        ax[0].plot(np.arange(window - 1, len(losses)), np.convolve(losses, np.ones(window) / window, "valid"),
+                   label=f"mean of {window}")
+    ax[0].set(xlabel="iteration", ylabel="training loss", title="training loss")
+    ax[0].legend()
+    if vals:
+        epochs, psnr, ssim = zip(*vals)
+        ax[1].plot(epochs, ssim, "o-", label="SSIM")
+        ax[1].set(xlabel="epoch", ylabel="validation SSIM", title="validation (whole volume)")
+        twin = ax[1].twinx()
+        twin.plot(epochs, psnr, "s--", color="tab:orange", label="PSNR")
+        twin.set_ylabel("validation PSNR (dB)")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def metric_chart(summary: dict, out_png: str) -> None:
+    methods = list(summary)
+    keys = [k for k in METRIC_LABELS if k != "seconds" and any(summary[m].get(k, {}).get("mean") is not None
+                                                              for m in methods)]
+    cols = 5
+    rows = int(np.ceil(len(keys) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows))
+    for ax, key in zip(axes.flat, keys):
+        means = [summary[m][key]["mean"] or 0 for m in methods]
+        stds = [summary[m][key]["std"] or 0 for m in methods]
+        ax.bar(range(len(methods)), means, yerr=stds, color=[f"C{i}" for i in range(len(methods))])
+        ax.set_title(METRIC_LABELS[key], fontsize=9)
+        ax.set_xticks(range(len(methods)), methods, rotation=60, fontsize=7)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+
+
+def triplanar(volumes: dict, pet: np.ndarray, title: str, out_png: str) -> None:
+    from matplotlib import colormaps
+
+    names = list(volumes)
+    centre = [s // 2 for s in pet.shape]
+    cuts = [lambda v: v[:, :, centre[2]].T, lambda v: v[:, centre[1], :].T, lambda v: v[centre[0], :, :].T]
+    fig, axes = plt.subplots(3, len(names) + 1, figsize=(2.1 * (len(names) + 1), 6.6), facecolor="black")
+    for row, cut in enumerate(cuts):
+        for col, name in enumerate(names):
+            axes[row, col].imshow(cut(volumes[name]), cmap="hot" if name == "PET" else "gray", origin="lower",
+                                  vmin=0, vmax=1)
+        fused = cut(volumes[names[-1]])
+        p = cut(pet)
+        alpha = 0.6 * np.clip((p - 0.15) / 0.35, 0, 1)[..., None]
+        axes[row, -1].imshow((1 - alpha) * fused[..., None] + alpha * colormaps["hot"](p)[..., :3], origin="lower")
+        for ax in axes[row]:
+            ax.set_axis_off()
+    for col, name in enumerate([*names, f"PET over {names[-1]}"]):
+        axes[0, col].set_title(name, color="white", fontsize=8)
+    fig.suptitle(title, color="white")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=80, facecolor="black")
+    plt.close(fig)
+
+
+def main(eval_dir: str, dataset_dir: str, output_dir: str = os.path.join(ROOT, "bundle", "docs"), models: str = "",
+         train_log: str = "", bundle_dir: str = os.path.join(ROOT, "bundle"), notes: str = "") -> str:
+    summary_doc = json.load(open(os.path.join(eval_dir, "summary.json")))
+    summary = summary_doc["methods"]
+    images = os.path.join(output_dir, "images")
+    os.makedirs(images, exist_ok=True)
+    lines = ["# DCFB fusion: evaluation report", "",
+             f"Test split of `{dataset_dir}` ({summary_doc['cases']} subjects), every metric over the whole head "
+             "on each MRI's own grid (`scripts/evaluate_methods.py`, `bundle/scripts/fusion_measures.py`). "
+             "Mean ± standard deviation over subjects; time per volume on this machine's CPU.", ""]
+    if notes:
+        lines += [notes, ""]
+    keys = [k for k in METRIC_LABELS if any(summary[m].get(k, {}).get("mean") is not None for m in summary)]
+    lines.append("| method | " + " | ".join(METRIC_LABELS[k] for k in keys) + " |")
+    lines.append("|---|" + "---|" * len(keys))
+    for method, values in summary.items():
+        cells = []
+        for k in keys:
+            v = values.get(k, {})
+            cells.append("" if v.get("mean") is None else f"{v['mean']:.3f} ± {v['std']:.3f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines.append("")
+    metric_chart(summary, os.path.join(images, "metrics.png"))
+    lines += ["![metrics](images/metrics.png)", ""]
+
+    pipeline = BundlePipeline(bundle_dir)
+    from scripts.data import load_fusion_datalist
+
+    items = load_fusion_datalist(os.path.join(dataset_dir, "datalist.json"), summary_doc["split"], dataset_dir)
+    model_paths = dict(pair.split("=", 1) for pair in models.split(",") if pair) if isinstance(models, str) else {}
+    methods = default_methods(pipeline, model_paths)
+    for pattern in ("normal", "alzheimer"):
+        item = next((i for i in items if i.get("pattern") == pattern), None)
+        if item is None:
+            continue
+        image = pipeline.preprocessing({"mri": item["mri"], "pet": item["pet"]})["image"]
+        a, b = image[0].as_tensor(), image[1].as_tensor()
+        volumes = {"MRI": a.numpy(), "PET": b.numpy()}
+        volumes.update({name: method(a, b).clamp(0, 1).numpy() for name, method in methods.items()})
+        name = f"triplanar_{pattern}.png"
+        case = os.path.basename(str(item["id"]))
+        triplanar(volumes, b.numpy(), f"{case} ({pattern})", os.path.join(images, name))
+        lines += [f"### {pattern.capitalize()} subject {case}", "", f"![{pattern}](images/{name})", ""]
+    if train_log and training_curve(train_log, os.path.join(images, "training_curve.png")):
+        lines += ["## Training", "", "![training curve](images/training_curve.png)", ""]
+    lines.append(HOW_TO_READ)
+    report = os.path.join(output_dir, "report.md")
+    with open(report, "w") as f:
+        f.write("\n".join(lines))
+    print(f"report: {report}")
+    return report
+
+
+if __name__ == "__main__":
+    fire.Fire(main)
