@@ -2,7 +2,7 @@
 metric of the bundle inside the head mask, on each MRI's own grid; per-case CSV and a JSON summary.
 
     .venv/bin/python scripts/evaluate_methods.py --dataset_dir data/cohort --split testing \
-        --models dcfb_3d=bundle/models/model.ts --output_dir runs/eval
+        --models dcfb_3d=bundle/models/model.ts [--models_2d dcfb_2d=model_2d.ts] --output_dir runs/eval
 """
 
 from __future__ import annotations
@@ -18,23 +18,24 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from dcfb_eval.comparison import BundlePipeline, default_methods, summarize  # noqa: E402
+from dcfb_eval.comparison import BundlePipeline, default_methods, parse_models, summarize  # noqa: E402
 
 
 def main(dataset_dir: str, output_dir: str, split: str = "testing", bundle_dir: str = os.path.join(ROOT, "bundle"),
-         models: str = "", max_cases: int = 0) -> str:
-    """Score every method on ``split``; ``models`` is ``name=path.ts[,name=path.ts]``. Returns the summary path."""
+         models: str = "", models_2d: str = "", max_cases: int = 0) -> str:
+    """Score every method on ``split``; ``models`` (3D) and ``models_2d`` (2D, applied slice by slice) are
+    ``name=path.ts[,name=path.ts]``. Returns the summary path."""
     pipeline = BundlePipeline(bundle_dir)
     from scripts.data import load_fusion_datalist
 
     items = load_fusion_datalist(os.path.join(dataset_dir, "datalist.json"), split, dataset_dir)
     items = items[:max_cases] if max_cases else items
-    model_paths = dict(pair.split("=", 1) for pair in models.split(",") if pair) if isinstance(models, str) else {}
-    for name, path in model_paths.items():
+    model_paths, model_paths_2d = parse_models(models), parse_models(models_2d)
+    for name, path in {**model_paths, **model_paths_2d}.items():
         if not os.path.isfile(path):
             print(f"evaluate_methods: model {name}: file not found: {path}", file=sys.stderr)
             sys.exit(2)
-    methods = default_methods(pipeline, model_paths)
+    methods = default_methods(pipeline, model_paths, model_paths_2d)
     rows = []
     for item in tqdm(items, desc="cases", unit="case"):
         rows.extend(pipeline.score_case(item, methods))

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from dcfb_eval.comparison import BundlePipeline, default_methods  # noqa: E402
+from dcfb_eval.comparison import BundlePipeline, default_methods, parse_models  # noqa: E402
 
 METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "en": "EN (bits)", "sd": "SD", "sf": "SF", "ag": "AG",
                  "mi": "MI (bits)", "nmi": "NMI", "scd": "SCD", "vif": "VIF", "qabf": "Qabf",
@@ -122,7 +122,7 @@ def triplanar(volumes: dict, pet: np.ndarray, title: str, out_png: str) -> None:
 
 
 def main(eval_dir: str, dataset_dir: str, output_dir: str = os.path.join(ROOT, "bundle", "docs"), models: str = "",
-         train_log: str = "", bundle_dir: str = os.path.join(ROOT, "bundle"), notes: str = "") -> str:
+         models_2d: str = "", train_log: str = "", bundle_dir: str = os.path.join(ROOT, "bundle"), notes: str = "") -> str:
     summary_doc = json.load(open(os.path.join(eval_dir, "summary.json")))
     summary = summary_doc["methods"]
     images = os.path.join(output_dir, "images")
@@ -150,8 +150,7 @@ def main(eval_dir: str, dataset_dir: str, output_dir: str = os.path.join(ROOT, "
     from scripts.data import load_fusion_datalist
 
     items = load_fusion_datalist(os.path.join(dataset_dir, "datalist.json"), summary_doc["split"], dataset_dir)
-    model_paths = dict(pair.split("=", 1) for pair in models.split(",") if pair) if isinstance(models, str) else {}
-    methods = default_methods(pipeline, model_paths)
+    methods = default_methods(pipeline, parse_models(models), parse_models(models_2d))
     for pattern in ("normal", "alzheimer"):
         item = next((i for i in items if i.get("pattern") == pattern), None)
         if item is None:

@@ -156,3 +156,17 @@ def test_inference_inverts_to_a_non_ras_mri_grid(trained_bundle, tiny_cohort, tm
     flipped = nib.load(tmp_path / "eval" / "flipped" / "mri_fused.nii.gz")
     np.testing.assert_allclose(flipped.affine, nib.load(data / "flipped" / "mri.nii.gz").affine, atol=1e-4)
     np.testing.assert_allclose(flipped.get_fdata(), ras.get_fdata()[::-1, ::-1, :], atol=1e-5)
+
+
+def test_2d_variant_trains_on_axial_slices_and_validates_slice_by_slice(bundle_copy, tiny_cohort, tmp_path):
+    """train_2d.json over train.json: the same network with spatial_dims=2, 2D loss, batches of axial slices,
+    validation by MONAI's SliceInferer on whole volumes; its checkpoint goes to models/variant_2d."""
+    wf = _workflow(bundle_copy, ["train.json", "train_2d.json"], "train", run_id="training", dataset_dir=tiny_cohort,
+                   bundle_root=bundle_copy, max_epochs=1, slice_size=[32, 32], slices_per_volume=4,
+                   ckpt_dir=str(tmp_path / "ckpt"), output_dir=str(tmp_path / "eval"))
+    wf.initialize()
+    assert wf.parser.get_parsed_content("network_def").spatial_dims == 2
+    wf.run()
+    wf.finalize()
+    state = torch.load(tmp_path / "ckpt" / "model.pt", map_location="cpu")
+    assert any(v.ndim == 4 for v in state.values())  # 2D convolution kernels [out, in, k, k]

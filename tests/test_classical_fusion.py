@@ -52,11 +52,21 @@ def test_evaluate_methods_scores_every_method_on_a_split(tiny_cohort, app_bundle
 
     from conftest import run_script
 
+    import sys
+
+    sys.path.insert(0, app_bundle)
+    try:
+        from scripts.dcfb_net import DCFBNet
+
+        torch.manual_seed(0)
+        torch.jit.script(DCFBNet(spatial_dims=2).eval()).save(str(tmp_path / "model_2d.ts"))
+    finally:
+        sys.path.remove(app_bundle)
     run_script("evaluate_methods.py", "--dataset_dir", tiny_cohort, "--split", "testing", "--bundle_dir", app_bundle,
                "--models", f"dcfb_3d={os.path.join(app_bundle, 'models', 'model.ts')}",
-               "--output_dir", str(tmp_path))
+               "--models_2d", f"dcfb_2d={tmp_path / 'model_2d.ts'}", "--output_dir", str(tmp_path))
     rows = list(csv.DictReader(open(tmp_path / "per_case.csv")))
-    assert sorted({r["method"] for r in rows}) == sorted([*CLASSICAL_METHODS, "dcfb_3d"])
+    assert sorted({r["method"] for r in rows}) == sorted([*CLASSICAL_METHODS, "dcfb_3d", "dcfb_2d"])
     for row in rows:
         for key in ("psnr", "ssim", "en", "sd", "sf", "ag", "mi", "nmi", "scd", "vif", "qabf", "regional_corr"):
             assert float(row[key]) == float(row[key]), (row["method"], key)  # not NaN

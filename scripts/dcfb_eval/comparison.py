@@ -17,6 +17,7 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.bundle import ConfigParser
+from monai.inferers import SliceInferer
 from monai.transforms import Invertd
 
 from .classical_fusion import CLASSICAL_METHODS
@@ -58,12 +59,16 @@ class BundlePipeline:
         low, high = index.min(0).values - margin, index.max(0).values + margin + 1
         return tuple(slice(max(int(lo), 0), min(int(hi), n)) for lo, hi, n in zip(low, high, mask.shape))
 
-    def torchscript_method(self, path: str) -> Callable:
+    def torchscript_method(self, path: str, spatial_dims: int = 3) -> Callable:
+        """A TorchScript fusion model as a method: a 3D model through the bundle's inferer, a 2D model slice by
+        slice along the axial (last) axis with MONAI's SliceInferer, as ``train_2d.json`` validates it."""
         network = torch.jit.load(path, map_location="cpu").eval()
+        inferer = self.inferer if spatial_dims == 3 else SliceInferer(
+            spatial_dim=2, roi_size=self.inferer.roi_size[:2], sw_batch_size=16, overlap=0.25, mode="gaussian")
 
         def fuse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode():
-                return self.inferer(torch.stack([a, b])[None], network)[0, 0]
+                return inferer(torch.stack([a, b])[None], network)[0, 0]
 
         return fuse
 
@@ -99,10 +104,17 @@ class BundlePipeline:
         return rows
 
 
-def default_methods(pipeline: BundlePipeline, models: dict[str, str]) -> dict[str, Callable]:
+def parse_models(spec) -> dict[str, str]:
+    """``name=path.ts[,name=path.ts]`` as a dict (fire hands over a non-string for an empty flag)."""
+    return dict(pair.split("=", 1) for pair in spec.split(",") if pair) if isinstance(spec, str) else {}
+
+
+def default_methods(pipeline: BundlePipeline, models: dict[str, str], models_2d: dict[str, str] | None = None):
     methods = dict(CLASSICAL_METHODS)
     for name, path in models.items():
         methods[name] = pipeline.torchscript_method(path)
+    for name, path in (models_2d or {}).items():
+        methods[name] = pipeline.torchscript_method(path, spatial_dims=2)
     return methods
 
 
