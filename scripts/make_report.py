@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from dcfb_eval.comparison import BundlePipeline, default_methods, parse_models  # noqa: E402
 
 METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "en": "EN (bits)", "sd": "SD", "sf": "SF", "ag": "AG",
-                 "mi": "MI (bits)", "nmi": "NMI", "scd": "SCD", "vif": "VIF", "qabf": "Qabf",
+                 "mi": "MI (bits)", "nmi": "NMI", "fmi": "FMI (pixel)", "scd": "SCD", "vif": "VIF", "qabf": "Qabf",
                  "regional_corr": "regional r", "contrast_kept": "contrast kept", "seconds": "s / volume"}
 
 HOW_TO_READ = """## How to read these numbers

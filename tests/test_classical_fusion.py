@@ -68,7 +68,7 @@ def test_evaluate_methods_scores_every_method_on_a_split(tiny_cohort, app_bundle
     rows = list(csv.DictReader(open(tmp_path / "per_case.csv")))
     assert sorted({r["method"] for r in rows}) == sorted([*CLASSICAL_METHODS, "dcfb_3d", "dcfb_2d"])
     for row in rows:
-        for key in ("psnr", "ssim", "en", "sd", "sf", "ag", "mi", "nmi", "scd", "vif", "qabf", "regional_corr"):
+        for key in ("psnr", "ssim", "en", "sd", "sf", "ag", "mi", "nmi", "fmi", "scd", "vif", "qabf", "regional_corr"):
             assert float(row[key]) == float(row[key]), (row["method"], key)  # not NaN
     summary = json.load(open(tmp_path / "summary.json"))
     assert summary["cases"] == 1 and summary["methods"]["average"]["psnr"]["mean"] > 10

@@ -8,7 +8,7 @@ from monai.transforms import GaussianSmooth
 
 from scripts import fusion_measures as fm
 from scripts.metrics import (FusionAGMetric, FusionEntropyMetric, FusionMaskedPSNRMetric, FusionMaskedSSIMMetric,
-                             FusionMIMetric, FusionNMIMetric, FusionQabfMetric, FusionSCDMetric, FusionSDMetric,
+                             FusionFMIMetric, FusionMIMetric, FusionNMIMetric, FusionQabfMetric, FusionSCDMetric, FusionSDMetric,
                              FusionSFMetric, FusionVIFMetric, RegionalPatternMetric, head_mask)
 
 
@@ -48,6 +48,17 @@ def test_standard_deviation_spatial_frequency_and_average_gradient_hand_cases():
     assert fm.spatial_frequency(ramp, mr).item() == pytest.approx(0.1)
     assert fm.average_gradient(ramp, mr).item() == pytest.approx(0.1 / math.sqrt(3))
     assert fm.spatial_frequency(torch.full_like(ramp, 0.4), mr).item() == 0.0
+
+
+def test_fmi_identity_invariance_symmetry_and_range():
+    assert fm.feature_mutual_information(A, A, A, ALL).item() == pytest.approx(1.0)
+    # min-max scaling inside each window makes a positive affine change of F invisible: the Nelsen joint PDF
+    # of two equal PDFs is their diagonal, so each window's FMI is 1
+    assert fm.feature_mutual_information(0.5 * A + 0.2, A, A, ALL).item() == pytest.approx(1.0, abs=1e-4)  # float32
+    f = (A + B) / 2
+    value = fm.feature_mutual_information(f, A, B, ALL).item()
+    assert value == pytest.approx(fm.feature_mutual_information(f, B, A, ALL).item()) and 0 < value < 1
+    assert fm.feature_mutual_information(torch.full_like(A, 0.5), A, B, ALL).item() == pytest.approx(0.0, abs=1e-9)
 
 
 def test_scd_range_and_ideal_case():
@@ -101,7 +112,7 @@ def test_regional_pattern_kept_lost_and_normal():
     assert math.isnan(kept.item())  # no hypometabolism to keep
 
 
-METRICS = [FusionEntropyMetric, FusionSDMetric, FusionSFMetric, FusionAGMetric, FusionMIMetric, FusionNMIMetric,
+METRICS = [FusionFMIMetric, FusionEntropyMetric, FusionSDMetric, FusionSFMetric, FusionAGMetric, FusionFMIMetric, FusionMIMetric, FusionNMIMetric,
            FusionSCDMetric, FusionVIFMetric, FusionQabfMetric, FusionMaskedPSNRMetric, FusionMaskedSSIMMetric]
 
 

@@ -96,6 +96,8 @@ FusionMIMetric = _metric("FusionMIMetric", fm.fusion_mutual_information,
                          "MI(F, MRI) + MI(F, PET) in bits (see ``fusion_measures.fusion_mutual_information``).")
 FusionNMIMetric = _metric("FusionNMIMetric", fm.normalized_mutual_information,
                           "NMI of Hossny et al., in [0, 2] (see ``fusion_measures.normalized_mutual_information``).")
+FusionFMIMetric = _metric("FusionFMIMetric", fm.feature_mutual_information,
+                          "FMI with pixel features, Fast-FMI, 3x3x3 windows (see ``fusion_measures.feature_mutual_information``).")
 FusionSCDMetric = _metric("FusionSCDMetric", fm.sum_of_correlations_of_differences,
                           "SCD in [-2, 2] (see ``fusion_measures.sum_of_correlations_of_differences``).")
 FusionVIFMetric = _metric("FusionVIFMetric", fm.fusion_visual_information_fidelity,

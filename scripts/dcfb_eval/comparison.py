@@ -25,7 +25,8 @@ from .classical_fusion import CLASSICAL_METHODS
 METRIC_CLASSES = {
     "psnr": "FusionMaskedPSNRMetric", "ssim": "FusionMaskedSSIMMetric", "en": "FusionEntropyMetric",
     "sd": "FusionSDMetric", "sf": "FusionSFMetric", "ag": "FusionAGMetric", "mi": "FusionMIMetric",
-    "nmi": "FusionNMIMetric", "scd": "FusionSCDMetric", "vif": "FusionVIFMetric", "qabf": "FusionQabfMetric",
+    "nmi": "FusionNMIMetric", "fmi": "FusionFMIMetric", "scd": "FusionSCDMetric", "vif": "FusionVIFMetric",
+    "qabf": "FusionQabfMetric",
 }
 
 
