@@ -140,11 +140,12 @@ def visual_information_fidelity(reference: torch.Tensor, distorted: torch.Tensor
     The 3D form uses 3D Gaussian windows and sums over the mask (halved with the images). 1 when identical.
     """
     eps = 1e-10
-    ref, dist, m = reference.double() * 255, distorted.double() * 255, mask.clone()
+    # float32 filtering: at 0..255 the local moments carry errors of ~1e-2, far below sn^2 = 2; sums in float64.
+    ref, dist, m = reference.float() * 255, distorted.float() * 255, mask.clone()
     num = den = torch.zeros((), dtype=torch.float64, device=ref.device)
     for scale in range(1, scales + 1):
         n = 2 ** (scales - scale + 1) + 1
-        kernel = _gaussian_kernel(n, n / 5.0, ref.device)
+        kernel = _gaussian_kernel(n, n / 5.0, ref.device).float()
         if scale > 1:
             step = (slice(None, None, 2),) * ref.ndim
             ref, dist, m = _smooth(ref, kernel)[step], _smooth(dist, kernel)[step], m[step]
@@ -161,8 +162,8 @@ def visual_information_fidelity(reference: torch.Tensor, distorted: torch.Tensor
         negative = g < 0
         sv, g = torch.where(negative, s2, sv), torch.where(negative, 0.0, g)
         sv = sv.clamp_min(eps)
-        num = num + torch.log10(1 + g**2 * s1 / (sv + noise_variance))[m].sum()
-        den = den + torch.log10(1 + s1 / noise_variance)[m].sum()
+        num = num + torch.log10(1 + g**2 * s1 / (sv + noise_variance))[m].double().sum()
+        den = den + torch.log10(1 + s1 / noise_variance)[m].double().sum()
     return num / den.clamp_min(eps)
 
 
