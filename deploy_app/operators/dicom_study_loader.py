@@ -16,8 +16,8 @@ from ..errors import FusionInputError
 logger = logging.getLogger(__name__)
 
 
-def pixel_data_problem(path: str) -> str | None:
-    """Why the file at ``path`` cannot be used as an image instance, or ``None`` when it can.
+def pixel_data_problem(path: str) -> tuple[str | None, str | None]:
+    """(why the file at ``path`` cannot be used as an image instance or ``None`` when it can, its SOP Instance UID).
 
     Reads the whole file with pydicom and, for native (uncompressed) transfer syntaxes, checks that the
     pixel data holds every byte that Rows x Columns x Samples x Frames x BitsAllocated promises: a file cut
@@ -26,23 +26,24 @@ def pixel_data_problem(path: str) -> str | None:
     try:
         ds = dcmread(path)
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as err:
-        return f"not a readable DICOM file ({type(err).__name__}: {err})"
+        return f"not a readable DICOM file ({type(err).__name__}: {err})", None
     if "SOPInstanceUID" not in ds:
-        return "no SOP Instance UID"
+        return "no SOP Instance UID", None
+    uid = str(ds.SOPInstanceUID)
     if "PixelData" not in ds:
-        return None  # not an image (e.g. a report): the SDK loader sorts it out by SOP class
+        return None, uid  # not an image (e.g. a report): the SDK loader sorts it out by SOP class
     syntax = UID(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2"))
     if syntax.is_compressed:
-        return None
+        return None, uid
     try:
         expected = (int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1))
                     * int(ds.get("NumberOfFrames", 1) or 1) * int(ds.BitsAllocated) + 7) // 8
     except (AttributeError, TypeError, ValueError) as err:
-        return f"image attributes missing or malformed ({err})"
+        return f"image attributes missing or malformed ({err})", uid
     got = len(ds.PixelData)
     if got < expected:
-        return f"pixel data truncated ({got} of {expected} bytes)"
-    return None
+        return f"pixel data truncated ({got} of {expected} bytes)", uid
+    return None, uid
 
 
 class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
@@ -66,9 +67,8 @@ class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
     def _load_data(self, files: list[str]):
         usable, seen_uids = [], set()
         for path in sorted(files):
-            problem = pixel_data_problem(path)
+            problem, uid = pixel_data_problem(path)
             if problem is None:
-                uid = dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID
                 if uid in seen_uids:
                     problem = "a second copy of a SOP instance already read"
                 seen_uids.add(uid)
