@@ -3,6 +3,8 @@ metric of the bundle inside the head mask, on each MRI's own grid; per-case CSV 
 
     .venv/bin/python scripts/evaluate_methods.py --dataset_dir data/cohort --split testing \
         --models dcfb_3d=bundle/models/model.ts [--models_2d dcfb_2d=model_2d.ts] --output_dir runs/eval
+Add models to an earlier comparison without scoring the rest again:
+    ... --baselines none --models no_cross_attention=runs/comparison/no_cross_attention/model.ts --merge
 """
 
 from __future__ import annotations
@@ -21,10 +23,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from dcfb_eval.comparison import BundlePipeline, default_methods, parse_models, summarize  # noqa: E402
 
 
+def parse_names(spec) -> list[str]:
+    """``a,b`` as a list (fire hands ``a,b`` over as a tuple)."""
+    return [n for n in (spec.split(",") if isinstance(spec, str) else spec) if n]
+
+
+def _read_row(row: dict) -> dict:
+    """A per_case.csv row with its scores as floats (an empty cell, a metric not computed, as NaN)."""
+    return {k: v if k in ("case", "pattern", "method") else float(v or "nan") for k, v in row.items()}
+
+
 def main(dataset_dir: str, output_dir: str, split: str = "testing", bundle_dir: str = os.path.join(ROOT, "bundle"),
-         models: str = "", models_2d: str = "", max_cases: int = 0) -> str:
+         models: str = "", models_2d: str = "", max_cases: int = 0, baselines: str = "all",
+         merge: bool = False) -> str:
     """Score every method on ``split``; ``models`` (3D) and ``models_2d`` (2D, applied slice by slice) are
-    ``name=path.ts[,name=path.ts]``. Returns the summary path."""
+    ``name=path.ts[,name=path.ts]``; ``baselines`` the classical methods to run (``all``, ``none`` or
+    ``average,pca,...``). With ``merge``, rows of other methods already in ``output_dir/per_case.csv`` are
+    kept (those of the methods scored now are replaced) and the summary covers them all. Returns the summary
+    path."""
     pipeline = BundlePipeline(bundle_dir)
     from scripts.data import load_fusion_datalist
 
@@ -35,12 +51,21 @@ def main(dataset_dir: str, output_dir: str, split: str = "testing", bundle_dir: 
         if not os.path.isfile(path):
             print(f"evaluate_methods: model {name}: file not found: {path}", file=sys.stderr)
             sys.exit(2)
-    methods = default_methods(pipeline, model_paths, model_paths_2d)
+    chosen = None if baselines == "all" else [] if baselines in ("none", "") else parse_names(baselines)
+    try:
+        methods = default_methods(pipeline, model_paths, model_paths_2d, chosen)
+    except ValueError as error:
+        print(f"evaluate_methods: --baselines: {error}", file=sys.stderr)
+        sys.exit(2)
+    csv_path = os.path.join(output_dir, "per_case.csv")
     rows = []
+    if merge and os.path.isfile(csv_path):
+        with open(csv_path, newline="") as f:
+            rows = [_read_row(r) for r in csv.DictReader(f) if r["method"] not in methods]
     for item in tqdm(items, desc="cases", unit="case"):
         rows.extend(pipeline.score_case(item, methods))
     os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "per_case.csv"), "w", newline="") as f:
+    with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         writer.writeheader()
         writer.writerows(rows)

@@ -73,6 +73,19 @@ def test_evaluate_methods_scores_every_method_on_a_split(tiny_cohort, app_bundle
     summary = json.load(open(tmp_path / "summary.json"))
     assert summary["cases"] == 1 and summary["methods"]["average"]["psnr"]["mean"] > 10
 
+    # a model added to the comparison later: the other methods' rows are kept, not scored again
+    run_script("evaluate_methods.py", "--dataset_dir", tiny_cohort, "--split", "testing", "--bundle_dir", app_bundle,
+               "--baselines", "average", "--models", f"dcfb_again={os.path.join(app_bundle, 'models', 'model.ts')}",
+               "--output_dir", str(tmp_path), "--merge")
+    merged = list(csv.DictReader(open(tmp_path / "per_case.csv")))
+    assert sorted(r["method"] for r in merged) == sorted([*CLASSICAL_METHODS, "dcfb_3d", "dcfb_2d", "dcfb_again"])
+    again = {r["method"]: r for r in merged}
+    assert float(again["dcfb_again"]["ssim"]) == pytest.approx(float(again["dcfb_3d"]["ssim"]), abs=1e-6)
+    assert set(json.load(open(tmp_path / "summary.json"))["methods"]) == {r["method"] for r in merged}
+    bad = run_script("evaluate_methods.py", "--dataset_dir", tiny_cohort, "--bundle_dir", app_bundle,
+                     "--baselines", "median", "--output_dir", str(tmp_path / "bad"), check=False)
+    assert bad.returncode == 2 and "median" in bad.stderr
+
     log = tmp_path / "train.log"
     log.write_text("Epoch: 1/1, Iter: 1/2 -- train_loss: 2.5\nEpoch: 1/1, Iter: 2/2 -- train_loss: 2.0\n"
                    "Epoch[1] Metrics -- val_fusion_psnr: 20.0 val_fusion_ssim: 0.5\n")

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 from monai.losses import SSIMLoss
@@ -5,6 +7,8 @@ from monai.metrics import PSNRMetric, SSIMMetric
 
 from scripts.losses import FusionLoss, SeparableSSIMLoss
 from scripts.metrics import FusionPSNRMetric, FusionSSIMMetric
+
+BUNDLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bundle")
 
 
 @pytest.mark.parametrize("dims", [2, 3])
@@ -55,3 +59,46 @@ def test_fusion_metrics_average_the_two_sources():
     assert torch.allclose(s, reference.reshape(2, 1), atol=1e-5)
     assert float(FusionSSIMMetric()(src[:, :1], torch.cat([src[:, :1]] * 2, 1)).mean()) == pytest.approx(1.0, abs=1e-5)
     assert float(psnr.aggregate()) == pytest.approx(float(per_case.mean()), rel=1e-6)
+
+
+def _pattern(seed: int, shape=(24, 24, 24)) -> torch.Tensor:
+    """A volume in [0.1, 0.9] with structure of a few voxels along random directions, [1, 1, *shape]."""
+    torch.manual_seed(seed)
+    grid = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in shape], indexing="ij"))
+    waves = [torch.sin((torch.randn(3) @ grid.flatten(1)).reshape(shape) / 1.5 + float(torch.rand(1)) * 6) for _ in range(3)]
+    return (0.5 + 0.4 * sum(waves) / 3)[None, None]
+
+
+def test_paper_weights_pull_towards_the_mri_and_the_bundle_weights_do_not():
+    """Why train.json leaves the paper's weights: over blends w*MRI + (1-w)*PET the paper's 2:1 loss is
+    smallest near the MRI; the bundle's (SSIM 1:1, PET low-pass) is smallest near an even blend."""
+    from monai.bundle import ConfigParser
+
+    mri, pet = _pattern(0), _pattern(1)
+    target = torch.cat([mri, pet], 1)
+    parser = ConfigParser()
+    parser.read_config(os.path.join(BUNDLE, "configs", "train.json"))
+    shares = torch.linspace(0, 1, 11)
+
+    def best_share(loss) -> float:
+        return float(shares[torch.stack([loss(w * mri + (1 - w) * pet, target) for w in shares]).argmin()])
+
+    assert best_share(FusionLoss()) >= 0.7
+    assert 0.3 <= best_share(parser.get_parsed_content("loss")) <= 0.6
+
+
+def test_lowpass_term_ignores_fine_detail_and_sees_regional_level():
+    pet = _pattern(2)
+    torch.manual_seed(3)
+    detail = 0.2 * (torch.rand_like(pet) - 0.5)  # zero-mean voxel noise: gone after the low-pass
+    only_lowpass = FusionLoss(ssim_weights=(0, 0), ncc_weights=(0, 0), l1_weights=(0, 0), lowpass_weights=(0, 1),
+                              lowpass_sigma=3.0)
+    target = torch.cat([torch.zeros_like(pet), pet], 1)
+    assert float(only_lowpass(pet, target)) < 1e-6
+    noisy = float(only_lowpass((pet + detail), target))
+    dimmer = float(only_lowpass(0.8 * pet, target))  # a regional level change of 20 %
+    assert noisy < 0.25 * dimmer
+    assert noisy < 0.25 * float(torch.abs(detail).mean())
+    # all weights zero: nothing is computed and the loss is 0
+    none = FusionLoss(ssim_weights=(0, 0), ncc_weights=(0, 0), l1_weights=(0, 0))
+    assert float(none(pet, target)) == 0.0

@@ -1,13 +1,13 @@
 """Unsupervised fusion loss: the fused image should resemble each source in structure (SSIM), local
-correlation (LNCC) and intensity (L1), with per-source weights; optionally keep the sharper source's
-gradients."""
+correlation (LNCC), intensity (L1) and low-frequency intensity (L1 after a Gaussian low-pass), with
+per-source weights; optionally keep the sharper source's gradients."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 from monai.losses import LocalNormalizedCrossCorrelationLoss
-from monai.networks.layers import separable_filtering
+from monai.networks.layers import GaussianFilter, separable_filtering
 
 
 class SeparableSSIMLoss(nn.Module):
@@ -44,37 +44,47 @@ class SeparableSSIMLoss(nn.Module):
 
 
 class FusionLoss(nn.Module):
-    """Weighted sum over the sources s in (MRI, PET) of SSIM, LNCC and L1 losses between F and s.
+    """Weighted sum over the sources s in (MRI, PET) of SSIM, LNCC, L1 and low-pass L1 losses between F and s.
 
-    The paper's default is 2*LNCC(F, MRI) + 1*LNCC(F, PET) + 2*SSIM(F, MRI) + 1*SSIM(F, PET)
-    + 2*L1(F, MRI) + 1*L1(F, PET) (weights 2:1:2:1:2:1). ``gradient_weight`` adds the L1 distance
-    between |grad F| and the larger of |grad MRI| and |grad PET| per voxel.
+    The defaults are the paper's: 2*LNCC(F, MRI) + 1*LNCC(F, PET) + 2*SSIM(F, MRI) + 1*SSIM(F, PET)
+    + 2*L1(F, MRI) + 1*L1(F, PET) (weights 2:1:2:1:2:1). The bundle trains with other weights
+    (``configs/train.json``): the paper's weights pull F to the MRI (its L1 term at 2:1 is minimised voxel
+    by voxel at the MRI; on a test subject the F that minimises the whole loss had SSIM 0.99 with the MRI
+    and 0.10 with the PET), which loses the PET's regional pattern; see ``docs/report.md``.
+    ``lowpass_weights`` compare F and s after a Gaussian low-pass of ``lowpass_sigma`` voxels, i.e. the
+    regional intensity level that a PET reader looks at, and leave the fine structure to SSIM.
+    ``gradient_weight`` adds the L1 distance between |grad F| and the larger of |grad MRI| and
+    |grad PET| per voxel. A term whose weights are all zero is not computed.
 
     Args:
         spatial_dims: 2 or 3.
-        ssim_weights, ncc_weights, l1_weights: (MRI, PET) weights of each term.
+        ssim_weights, ncc_weights, l1_weights, lowpass_weights: (MRI, PET) weights of each term.
         gradient_weight: weight of the gradient-preservation term (0 disables it).
         ssim_win_size: SSIM window (MONAI's gaussian kernel), ncc_kernel_size: LNCC window.
+        lowpass_sigma: standard deviation of the low-pass Gaussian, in voxels.
 
     Shapes: ``pred`` [B, 1, *S] the fused image; ``target`` [B, 2, *S] (MRI, PET), values in [0, 1].
     SupervisedTrainer passes the input image as the target (``label`` = ``image``).
     """
 
     def __init__(self, spatial_dims: int = 3, ssim_weights=(2.0, 1.0), ncc_weights=(2.0, 1.0),
-                 l1_weights=(2.0, 1.0), gradient_weight: float = 0.0, ssim_win_size: int = 7,
-                 ncc_kernel_size: int = 7) -> None:
+                 l1_weights=(2.0, 1.0), lowpass_weights=(0.0, 0.0), gradient_weight: float = 0.0,
+                 ssim_win_size: int = 7, ncc_kernel_size: int = 7, lowpass_sigma: float = 3.0) -> None:
         super().__init__()
-        for name, w in (("ssim_weights", ssim_weights), ("ncc_weights", ncc_weights), ("l1_weights", l1_weights)):
+        for name, w in (("ssim_weights", ssim_weights), ("ncc_weights", ncc_weights), ("l1_weights", l1_weights),
+                        ("lowpass_weights", lowpass_weights)):
             if len(w) != 2:
                 raise ValueError(f"{name} must give (MRI, PET) weights, got {w}")
         self.spatial_dims = spatial_dims
         self.ssim_weights = [float(w) for w in ssim_weights]
         self.ncc_weights = [float(w) for w in ncc_weights]
         self.l1_weights = [float(w) for w in l1_weights]
+        self.lowpass_weights = [float(w) for w in lowpass_weights]
         self.gradient_weight = float(gradient_weight)
         self.ssim = SeparableSSIMLoss(spatial_dims=spatial_dims, win_size=ssim_win_size)
         self.ncc = LocalNormalizedCrossCorrelationLoss(spatial_dims=spatial_dims, kernel_size=ncc_kernel_size,
                                                        reduction="none")
+        self.lowpass = GaussianFilter(spatial_dims, sigma=lowpass_sigma, truncated=3.0)
 
     def _gradient_magnitude(self, x: torch.Tensor) -> torch.Tensor:
         # forward differences cropped to a common shape; MONAI has no gradient-magnitude transform
@@ -83,20 +93,27 @@ class FusionLoss(nn.Module):
         crop = [slice(None), slice(None)] + [slice(0, s - 1) for s in x.shape[2:]]
         return torch.sqrt(sum(d[tuple(crop)] ** 2 for d in diffs) + 1e-8)
 
+    @staticmethod
+    def _weighted(per_source: torch.Tensor, weights: list[float]) -> torch.Tensor:
+        return (per_source * torch.tensor(weights, device=per_source.device, dtype=per_source.dtype)).sum()
+
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if target.shape[1] != 2 or pred.shape[1] != 1:
             raise ValueError(f"expected pred [B,1,...] and target [B,2,...], got {tuple(pred.shape)}, {tuple(target.shape)}")
         # both sources in one call per term: F repeated against the (MRI, PET) channels
         repeated = pred.expand(-1, 2, *pred.shape[2:])
-        ssim_w = torch.tensor(self.ssim_weights, device=pred.device, dtype=pred.dtype)
-        ncc_w = torch.tensor(self.ncc_weights, device=pred.device, dtype=pred.dtype)
-        l1_w = torch.tensor(self.l1_weights, device=pred.device, dtype=pred.dtype)
-        loss = (self.ssim(repeated, target).mean(dim=0) * ssim_w).sum()
-        # MONAI's LNCC loss is -LNCC in [-1, 0]; 1 + it is >= 0 like the other terms
-        ncc = 1.0 + self.ncc(repeated, target).flatten(2).mean(dim=2).mean(dim=0)
-        loss = loss + (ncc * ncc_w).sum()
-        l1 = torch.abs(repeated - target).flatten(2).mean(dim=2).mean(dim=0)
-        loss = loss + (l1 * l1_w).sum()
+        loss = pred.new_zeros(())
+        if any(self.ssim_weights):
+            loss = loss + self._weighted(self.ssim(repeated, target).mean(dim=0), self.ssim_weights)
+        if any(self.ncc_weights):
+            # MONAI's LNCC loss is -LNCC in [-1, 0]; 1 + it is >= 0 like the other terms
+            ncc = 1.0 + self.ncc(repeated, target).flatten(2).mean(dim=2).mean(dim=0)
+            loss = loss + self._weighted(ncc, self.ncc_weights)
+        if any(self.l1_weights):
+            loss = loss + self._weighted(torch.abs(repeated - target).flatten(2).mean(dim=2).mean(dim=0), self.l1_weights)
+        if any(self.lowpass_weights):
+            low = torch.abs(self.lowpass(repeated) - self.lowpass(target)).flatten(2).mean(dim=2).mean(dim=0)
+            loss = loss + self._weighted(low, self.lowpass_weights)
         if self.gradient_weight:
             strongest = torch.maximum(self._gradient_magnitude(target[:, 0:1]), self._gradient_magnitude(target[:, 1:2]))
             loss = loss + self.gradient_weight * torch.mean(torch.abs(self._gradient_magnitude(pred) - strongest))

@@ -110,8 +110,13 @@ def parse_models(spec) -> dict[str, str]:
     return dict(pair.split("=", 1) for pair in spec.split(",") if pair) if isinstance(spec, str) else {}
 
 
-def default_methods(pipeline: BundlePipeline, models: dict[str, str], models_2d: dict[str, str] | None = None):
-    methods = dict(CLASSICAL_METHODS)
+def default_methods(pipeline: BundlePipeline, models: dict[str, str], models_2d: dict[str, str] | None = None,
+                    baselines: list[str] | None = None):
+    """The classical ``baselines`` (default: all of them), then the 3D and the 2D TorchScript models."""
+    unknown = sorted(set(baselines or []) - set(CLASSICAL_METHODS))
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {unknown}; known: {sorted(CLASSICAL_METHODS)}")
+    methods = {name: CLASSICAL_METHODS[name] for name in (CLASSICAL_METHODS if baselines is None else baselines)}
     for name, path in models.items():
         methods[name] = pipeline.torchscript_method(path)
     for name, path in (models_2d or {}).items():

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Train the DCFB 3D model, its 2D variant and the three ablations at one budget (same data, epochs,
+# steps, learning rate and schedule), JOBS at a time on one thread each, and export each checkpoint to
+# TorchScript for scripts/evaluate_methods.py. Each run leaves OUT/<name>/{model.pt,model.ts,train.log,seconds}.
+#   EPOCHS=6 LR=0.0002 JOBS=2 OUT=runs/comparison DATA=data/cohort scripts/train_comparison.sh [name ...]
+# names: dcfb_3d dcfb_2d no_cross_attention zero_offsets shared_encoder (default: all five)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PY=${PY:-$ROOT/.venv/bin/python}
+export EPOCHS=${EPOCHS:-6} LR=${LR:-0.0002} OUT=${OUT:-runs/comparison} DATA=${DATA:-data/cohort} PY ROOT
+JOBS=${JOBS:-2}
+[ -f "$DATA/datalist.json" ] || { echo "train_comparison: no datalist.json in $DATA (scripts/generate_cohort.py makes one)" >&2; exit 2; }
+
+train_one() {
+    local name=$1 configs="['bundle/configs/train.json']" overrides=()
+    case $name in
+        dcfb_3d) ;;
+        dcfb_2d) configs="['bundle/configs/train.json','bundle/configs/train_2d.json']"
+                 overrides=(--network_def#spatial_dims 2) ;;
+        no_cross_attention) overrides=(--network_def#cross_attention false) ;;
+        zero_offsets) overrides=(--network_def#max_offset 0.0) ;;
+        shared_encoder) overrides=(--network_def#shared_encoder true) ;;
+        *) echo "train_comparison: unknown run '$name'" >&2; return 2 ;;
+    esac
+    local dir=$OUT/$name start
+    mkdir -p "$dir"
+    start=$(date +%s)
+    echo "train_comparison: $name started (log: $dir/train.log)"
+    OMP_NUM_THREADS=1 "$PY" -m monai.bundle run training --config_file "$configs" --dataset_dir "$DATA" \
+        --max_epochs "$EPOCHS" --val_interval 2 --learning_rate "$LR" --ckpt_dir "$dir" --output_dir "$dir/eval" \
+        "${overrides[@]}" > "$dir/train.log" 2>&1
+    echo $(( $(date +%s) - start )) > "$dir/seconds"
+    (cd bundle && PYTHONPATH=. OMP_NUM_THREADS=1 "$PY" -m monai.bundle ckpt_export network_def \
+        --filepath "$ROOT/$dir/model.ts" --ckpt_file "$ROOT/$dir/model.pt" --meta_file configs/metadata.json \
+        --config_file configs/inference.json "${overrides[@]}" > "$ROOT/$dir/export.log" 2>&1)
+    echo "train_comparison: $name done in $(cat "$dir/seconds") s"
+}
+export -f train_one
+
+names=("$@")
+[ ${#names[@]} -gt 0 ] || names=(dcfb_3d dcfb_2d no_cross_attention zero_offsets shared_encoder)
+printf '%s\n' "${names[@]}" | xargs -P "$JOBS" -I{} bash -c 'train_one {}'
