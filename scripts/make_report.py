@@ -33,9 +33,12 @@ METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "en": "EN (bits)", "sd": "
 HOW_TO_READ = """## How to read these numbers
 
 - PSNR and SSIM are the paper's metrics, here over the whole head (not one slice): the mean of F against
-  the MRI and F against the PET. Plain averaging minimises the summed squared error to both sources, so it
-  is hard to beat on a PSNR-against-both metric by construction; a fusion that keeps the MRI's anatomy
-  sharp and the PET's contrast where it matters can score lower on it and still be the better picture.
+  the MRI and F against the PET. Neither form of PSNR-against-both says that a fusion is good. Plain
+  averaging minimises the summed squared error to both sources, so a PSNR computed from that sum favours
+  it by construction. The paper's form, the mean of the two PSNRs, favours the opposite: a fusion that is
+  close to one source (a copy of the MRI scores without bound against the MRI, and among global blends
+  w*MRI + (1-w)*PET averaging is the worst). So read PSNR only next to SSIM and the regional pattern:
+  a model that wins PSNR by copying the MRI shows it as a low regional r.
 - EN, SD, SF and AG describe F alone (information, contrast, detail); they reward noise as much as
   structure and have no ceiling that means "perfect".
 - MI, NMI, SCD, VIF and Qabf measure what F keeps of the sources: information, correlations of
@@ -96,10 +99,13 @@ def metric_chart(summary: dict, out_png: str) -> None:
     plt.close(fig)
 
 
-def triplanar(volumes: dict, pet: np.ndarray, title: str, out_png: str) -> None:
+def triplanar(volumes: dict, pet: np.ndarray, title: str, out_png: str, overlay: str | None = None) -> None:
+    """One column per volume (axial, coronal, sagittal rows), then the PET in colour over ``overlay``
+    (default: the last volume)."""
     from matplotlib import colormaps
 
     names = list(volumes)
+    overlay = overlay if overlay in volumes else names[-1]
     centre = [s // 2 for s in pet.shape]
     cuts = [lambda v: v[:, :, centre[2]].T, lambda v: v[:, centre[1], :].T, lambda v: v[centre[0], :, :].T]
     fig, axes = plt.subplots(3, len(names) + 1, figsize=(2.1 * (len(names) + 1), 6.6), facecolor="black")
@@ -107,13 +113,13 @@ def triplanar(volumes: dict, pet: np.ndarray, title: str, out_png: str) -> None:
         for col, name in enumerate(names):
             axes[row, col].imshow(cut(volumes[name]), cmap="hot" if name == "PET" else "gray", origin="lower",
                                   vmin=0, vmax=1)
-        fused = cut(volumes[names[-1]])
+        fused = cut(volumes[overlay])
         p = cut(pet)
         alpha = 0.6 * np.clip((p - 0.15) / 0.35, 0, 1)[..., None]
         axes[row, -1].imshow((1 - alpha) * fused[..., None] + alpha * colormaps["hot"](p)[..., :3], origin="lower")
         for ax in axes[row]:
             ax.set_axis_off()
-    for col, name in enumerate([*names, f"PET over {names[-1]}"]):
+    for col, name in enumerate([*names, f"PET over {overlay}"]):
         axes[0, col].set_title(name, color="white", fontsize=8)
     fig.suptitle(title, color="white")
     fig.tight_layout()
@@ -121,8 +127,33 @@ def triplanar(volumes: dict, pet: np.ndarray, title: str, out_png: str) -> None:
     plt.close(fig)
 
 
+SAME_BUDGET_KEYS = ("psnr", "ssim", "qabf", "vif", "regional_corr", "contrast_kept")
+
+
+def same_budget_table(summary: dict, comparison_dir: str) -> list[str]:
+    """Markdown lines: the runs of ``comparison_dir`` (one folder each, with the training ``seconds``) that
+    appear in ``summary``, with their training time and the metrics of the project's bar."""
+    runs = [name for name in sorted(os.listdir(comparison_dir))
+            if os.path.isfile(os.path.join(comparison_dir, name, "seconds")) and name in summary]
+    if not runs:
+        return []
+    lines = ["## Same training budget: the 3D model, the 2D variant and the ablations", "",
+             "| run | training (min) | " + " | ".join(METRIC_LABELS[k] for k in SAME_BUDGET_KEYS) + " |",
+             "|---|---|" + "---|" * len(SAME_BUDGET_KEYS)]
+    for name in runs:
+        minutes = float(open(os.path.join(comparison_dir, name, "seconds")).read()) / 60
+        cells = [f"{summary[name][k]['mean']:.3f} ± {summary[name][k]['std']:.3f}"
+                 if summary[name].get(k, {}).get("mean") is not None else "" for k in SAME_BUDGET_KEYS]
+        lines.append(f"| {name} | {minutes:.0f} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def main(eval_dir: str, dataset_dir: str, output_dir: str = os.path.join(ROOT, "bundle", "docs"), models: str = "",
-         models_2d: str = "", train_log: str = "", bundle_dir: str = os.path.join(ROOT, "bundle"), notes: str = "") -> str:
+         models_2d: str = "", train_log: str = "", bundle_dir: str = os.path.join(ROOT, "bundle"), notes: str = "",
+         comparison_dir: str = "") -> str:
+    """``models`` / ``models_2d`` are drawn in the pictures (the first of ``models`` under the PET overlay);
+    ``comparison_dir`` is a ``train_comparison.sh`` output: its runs that were scored get a same-budget table
+    with their training time."""
     summary_doc = json.load(open(os.path.join(eval_dir, "summary.json")))
     summary = summary_doc["methods"]
     images = os.path.join(output_dir, "images")
@@ -143,6 +174,8 @@ def main(eval_dir: str, dataset_dir: str, output_dir: str = os.path.join(ROOT, "
             cells.append("" if v.get("mean") is None else f"{v['mean']:.3f} ± {v['std']:.3f}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines.append("")
+    if comparison_dir:
+        lines += same_budget_table(summary, comparison_dir)
     metric_chart(summary, os.path.join(images, "metrics.png"))
     lines += ["![metrics](images/metrics.png)", ""]
 
@@ -161,7 +194,8 @@ def main(eval_dir: str, dataset_dir: str, output_dir: str = os.path.join(ROOT, "
         volumes.update({name: method(a, b).clamp(0, 1).numpy() for name, method in methods.items()})
         name = f"triplanar_{pattern}.png"
         case = os.path.basename(str(item["id"]))
-        triplanar(volumes, b.numpy(), f"{case} ({pattern})", os.path.join(images, name))
+        triplanar(volumes, b.numpy(), f"{case} ({pattern})", os.path.join(images, name),
+                  overlay=next(iter(parse_models(models)), None))
         lines += [f"### {pattern.capitalize()} subject {case}", "", f"![{pattern}](images/{name})", ""]
     if train_log and training_curve(train_log, os.path.join(images, "training_curve.png")):
         lines += ["## Training", "", "![training curve](images/training_curve.png)", ""]

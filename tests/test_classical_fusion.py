@@ -89,11 +89,17 @@ def test_evaluate_methods_scores_every_method_on_a_split(tiny_cohort, app_bundle
     log = tmp_path / "train.log"
     log.write_text("Epoch: 1/1, Iter: 1/2 -- train_loss: 2.5\nEpoch: 1/1, Iter: 2/2 -- train_loss: 2.0\n"
                    "Epoch[1] Metrics -- val_fusion_psnr: 20.0 val_fusion_ssim: 0.5\n")
+    comparison = tmp_path / "comparison"
+    for run, seconds in (("dcfb_again", "600"), ("not_scored", "60")):
+        (comparison / run).mkdir(parents=True)
+        (comparison / run / "seconds").write_text(seconds)
     run_script("make_report.py", "--eval_dir", str(tmp_path), "--dataset_dir", tiny_cohort, "--bundle_dir", app_bundle,
                "--models", f"dcfb_3d={os.path.join(app_bundle, 'models', 'model.ts')}", "--train_log", str(log),
-               "--output_dir", str(tmp_path / "docs"))
+               "--output_dir", str(tmp_path / "docs"), "--comparison_dir", str(comparison))
     report = (tmp_path / "docs" / "report.md").read_text()
     assert "| dcfb_3d |" in report and "| average |" in report and "How to read" in report
+    same_budget = report[report.index("## Same training budget"):report.index("![metrics]")]
+    assert "| dcfb_again | 10 |" in same_budget and "not_scored" not in same_budget
     pictures = sorted(os.listdir(tmp_path / "docs" / "images"))
     assert "metrics.png" in pictures and "training_curve.png" in pictures
     assert any(p.startswith("triplanar_") for p in pictures)
