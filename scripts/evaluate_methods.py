@@ -35,13 +35,20 @@ def _read_row(row: dict) -> dict:
 
 def main(dataset_dir: str, output_dir: str, split: str = "testing", bundle_dir: str = os.path.join(ROOT, "bundle"),
          models: str = "", models_2d: str = "", max_cases: int = 0, baselines: str = "all",
-         merge: bool = False) -> str:
+         merge: bool = False, metrics: str = "all") -> str:
     """Score every method on ``split``; ``models`` (3D) and ``models_2d`` (2D, applied slice by slice) are
     ``name=path.ts[,name=path.ts]``; ``baselines`` the classical methods to run (``all``, ``none`` or
     ``average,pca,...``). With ``merge``, rows of other methods already in ``output_dir/per_case.csv`` are
-    kept (those of the methods scored now are replaced) and the summary covers them all. Returns the summary
+    kept (those of the methods scored now are replaced) and the summary covers them all. ``metrics``: ``all``
+    or a subset such as ``psnr,ssim,qabf,vif`` (the regional pattern is always scored). Returns the summary
     path."""
     pipeline = BundlePipeline(bundle_dir)
+    if metrics != "all":
+        unknown = sorted(set(parse_names(metrics)) - set(pipeline.metrics))
+        if unknown:
+            print(f"evaluate_methods: --metrics: unknown {unknown}; known: {sorted(pipeline.metrics)}", file=sys.stderr)
+            sys.exit(2)
+        pipeline.metrics = {k: v for k, v in pipeline.metrics.items() if k in parse_names(metrics)}
     from scripts.data import load_fusion_datalist
 
     items = load_fusion_datalist(os.path.join(dataset_dir, "datalist.json"), split, dataset_dir)

@@ -18,9 +18,9 @@ train_one() {
         dcfb_3d) ;;
         dcfb_2d) configs="['bundle/configs/train.json','bundle/configs/train_2d.json']"
                  overrides=(--network_def#spatial_dims 2) ;;
-        no_cross_attention) overrides=(--network_def#cross_attention false) ;;
+        no_cross_attention) overrides=(--network_def#cross_attention False) ;;
         zero_offsets) overrides=(--network_def#max_offset 0.0) ;;
-        shared_encoder) overrides=(--network_def#shared_encoder true) ;;
+        shared_encoder) overrides=(--network_def#shared_encoder True) ;;
         *) echo "train_comparison: unknown run '$name'" >&2; return 2 ;;
     esac
     local dir=$OUT/$name start

@@ -76,11 +76,12 @@ def test_evaluate_methods_scores_every_method_on_a_split(tiny_cohort, app_bundle
     # a model added to the comparison later: the other methods' rows are kept, not scored again
     run_script("evaluate_methods.py", "--dataset_dir", tiny_cohort, "--split", "testing", "--bundle_dir", app_bundle,
                "--baselines", "average", "--models", f"dcfb_again={os.path.join(app_bundle, 'models', 'model.ts')}",
-               "--output_dir", str(tmp_path), "--merge")
+               "--output_dir", str(tmp_path), "--merge", "--metrics", "psnr,ssim")
     merged = list(csv.DictReader(open(tmp_path / "per_case.csv")))
     assert sorted(r["method"] for r in merged) == sorted([*CLASSICAL_METHODS, "dcfb_3d", "dcfb_2d", "dcfb_again"])
     again = {r["method"]: r for r in merged}
     assert float(again["dcfb_again"]["ssim"]) == pytest.approx(float(again["dcfb_3d"]["ssim"]), abs=1e-6)
+    assert again["dcfb_again"]["qabf"] == "" and again["dcfb_3d"]["qabf"] != ""  # only the metrics asked for
     assert set(json.load(open(tmp_path / "summary.json"))["methods"]) == {r["method"] for r in merged}
     bad = run_script("evaluate_methods.py", "--dataset_dir", tiny_cohort, "--bundle_dir", app_bundle,
                      "--baselines", "median", "--output_dir", str(tmp_path / "bad"), check=False)

@@ -71,3 +71,17 @@ def test_ablation_switches_and_bad_arguments():
         DeformableCrossAttention(4, 8)
     with pytest.raises(ValueError, match="divisible"):
         DeformableCrossAttention(3, 10, num_heads=4)
+
+
+def test_ablation_override_typed_on_the_command_line_is_refused_unless_a_bool():
+    """`monai.bundle run ... --network_def#cross_attention false` hands over the string 'false' (truthy):
+    training would silently keep the attention. The bundle's parser sees the same strings as the CLI."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser({"network_def": {"_target_": "scripts.dcfb_net.DCFBNet", "features": [8, 16]}})
+    parser["network_def#cross_attention"] = "false"
+    with pytest.raises(RuntimeError, match="DCFBNet") as failed:
+        parser.get_parsed_content("network_def")
+    assert "cross_attention must be a bool" in str(failed.value.__cause__)
+    with pytest.raises(TypeError, match="shared_encoder"):
+        DCFBNet(features=(8, 16), shared_encoder="true")

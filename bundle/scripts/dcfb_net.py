@@ -176,6 +176,11 @@ class DCFBNet(nn.Module):
                  attention_levels: Sequence[int] | None = None, shared_encoder: bool = False,
                  cross_attention: bool = True) -> None:
         super().__init__()
+        for name, flag in (("shared_encoder", shared_encoder), ("cross_attention", cross_attention)):
+            # a command-line override such as `--network_def#cross_attention false` arrives as the string
+            # 'false', which is truthy: refuse it rather than train the wrong network
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool (True or False on the command line), got {flag!r}")
         features = tuple(int(f) for f in features)
         if len(features) < 2:
             raise ValueError(f"features needs at least two levels, got {features}")
