@@ -104,3 +104,24 @@ def test_evaluate_methods_scores_every_method_on_a_split(tiny_cohort, app_bundle
     pictures = sorted(os.listdir(tmp_path / "docs" / "images"))
     assert "metrics.png" in pictures and "training_curve.png" in pictures
     assert any(p.startswith("triplanar_") for p in pictures)
+
+
+def test_loss_optimum_shows_where_each_loss_pulls(tiny_cohort):
+    import re
+
+    from conftest import run_script
+
+    proc = run_script("loss_optimum.py", "--dataset_dir", tiny_cohort, "--split", "testing", "--case", "0",
+                      "--losses", "paper,bundle", "--iterations", "20", "--crop", "32")
+    rows = {}
+    for line in proc.stdout.splitlines():
+        found = re.match(r"\s*(.+?): PSNR\s+(\S+)\s+SSIM (\S+) \(MRI (\S+), PET (\S+)\)\s+regional r (\S+)", line)
+        if found:
+            rows[found.group(1)] = [float(v) for v in found.groups()[1:]]
+    assert set(rows) == {"average", "mri", "optimum of paper", "optimum of bundle"}, proc.stdout
+    assert rows["mri"][2] == pytest.approx(1.0)
+    paper, bundle = rows["optimum of paper"], rows["optimum of bundle"]
+    assert paper[2] > paper[3]  # the paper's 2:1 weights pull F towards the MRI
+    assert bundle[3] > paper[3]  # the bundle's loss keeps more of the PET
+    bad = run_script("loss_optimum.py", "--dataset_dir", tiny_cohort, "--losses", "mse", check=False)
+    assert bad.returncode == 2 and "mse" in bad.stderr
