@@ -27,17 +27,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from dcfb_eval.comparison import BundlePipeline  # noqa: E402
 
 
-def sources_on_mri_grid(pipeline: BundlePipeline, item: dict) -> torch.Tensor:
-    """The MRI and PET as the network sees them (the bundle's preprocessing), mapped back onto the MRI's grid
-    where the cohort's ``regions.nii.gz`` lies: [2, *S]."""
-    data = pipeline.preprocessing({"mri": item["mri"], "pet": item["pet"]})
-    case = dict(data)
-    case["pred"], case["mri_in"] = data["image"][0:1].clone(), data["image"][0:1].clone()
-    case["pet_in"] = data["image"][1:2].clone()
-    case = pipeline.invert(case)
-    return torch.cat([case["mri_in"], case["pet_in"]]).as_tensor().float()
-
-
 def optimise(loss_fn, sources: torch.Tensor, iterations: int, lr: float = 0.02) -> torch.Tensor:
     target = sources[None]
     fused = sources.mean(0)[None, None].clone().requires_grad_(True)
@@ -67,7 +56,10 @@ def main(dataset_dir: str, split: str = "testing", case: int = 0, losses: str = 
         print(f"loss_optimum: {item['id']}: no regions in the datalist (scripts/generate_cohort.py writes them)",
               file=sys.stderr)
         sys.exit(2)
-    sources = sources_on_mri_grid(pipeline, item)
+    # the sources as the network sees them (the bundle's preprocessing), back on the MRI's grid where the
+    # cohort's regions lie
+    data = pipeline.preprocessing({"mri": item["mri"], "pet": item["pet"]})
+    sources = pipeline.to_mri_grid(data, data["image"][0].as_tensor())[1][0].float()
     regions = torch.as_tensor(np.asarray(nib.load(item["regions"]).dataobj))
     cube = tuple(slice(max((n - crop) // 2, 0), max((n - crop) // 2, 0) + min(crop, n)) for n in sources.shape[1:])
     sources, regions = sources[(slice(None), *cube)].contiguous(), regions[cube]

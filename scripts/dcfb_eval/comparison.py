@@ -73,6 +73,17 @@ class BundlePipeline:
 
         return fuse
 
+    def to_mri_grid(self, data: dict, fused: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fused image on the preprocessed grid [*S'], and the two sources as the network saw them, mapped back
+        onto the MRI's own grid with the bundle's ``Invertd``: (F [1, 1, *S], sources [1, 2, *S])."""
+        image = data["image"]
+        case = dict(data)
+        case["pred"] = image[0:1].clone()
+        case["pred"].set_array(fused[None].float())
+        case["mri_in"], case["pet_in"] = image[0:1].clone(), image[1:2].clone()
+        case = self.invert(case)
+        return case["pred"][None].as_tensor(), torch.cat([case["mri_in"], case["pet_in"]])[None].as_tensor()
+
     def score_case(self, item: dict, methods: dict[str, Callable]) -> list[dict]:
         data = self.preprocessing({"mri": item["mri"], "pet": item["pet"]})
         image = data["image"]
@@ -82,12 +93,8 @@ class BundlePipeline:
             start = time.perf_counter()
             fused = method(image[0].as_tensor(), image[1].as_tensor()).clamp(0, 1)
             seconds = time.perf_counter() - start
-            case = dict(data)
-            case["pred"] = image[0:1].clone()
-            case["pred"].set_array(fused[None].float())
-            case["mri_in"], case["pet_in"] = image[0:1].clone(), image[1:2].clone()
-            case = self.invert(case)
-            f, sources = case["pred"][None].as_tensor(), torch.cat([case["mri_in"], case["pet_in"]])[None].as_tensor()
+            f, sources = self.to_mri_grid(data, fused)
+            on_regions_grid = regions is not None and regions.shape == f.shape[2:]
             # Scored on the head's bounding box (plus a margin for the filters' reach): the same voxels in the
             # mask, a fraction of the background, a fraction of the time.
             box = self.head_box(sources[0])
@@ -97,7 +104,7 @@ class BundlePipeline:
             for metric_name, metric in self.metrics.items():
                 row[metric_name] = float(metric(f, sources)[0, 0])
                 metric.reset()
-            if regions is not None and regions.shape == case["pred"].shape[1:]:
+            if on_regions_grid:
                 corr, kept = self.regional(f, sources, regions=regions[box][None, None])[0]
                 self.regional.reset()
                 row["regional_corr"], row["contrast_kept"] = float(corr), float(kept)
