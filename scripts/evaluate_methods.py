@@ -44,11 +44,12 @@ def main(dataset_dir: str, output_dir: str, split: str = "testing", bundle_dir: 
     path."""
     pipeline = BundlePipeline(bundle_dir)
     if metrics != "all":
-        unknown = sorted(set(parse_names(metrics)) - set(pipeline.metrics))
+        wanted = parse_names(metrics)
+        unknown = sorted(set(wanted) - set(pipeline.metrics))
         if unknown:
             print(f"evaluate_methods: --metrics: unknown {unknown}; known: {sorted(pipeline.metrics)}", file=sys.stderr)
             sys.exit(2)
-        pipeline.metrics = {k: v for k, v in pipeline.metrics.items() if k in parse_names(metrics)}
+        pipeline.metrics = {k: v for k, v in pipeline.metrics.items() if k in wanted}
     from scripts.data import load_fusion_datalist
 
     items = load_fusion_datalist(os.path.join(dataset_dir, "datalist.json"), split, dataset_dir)

@@ -127,6 +127,11 @@ def triplanar(volumes: dict, pet: np.ndarray, title: str, out_png: str, overlay:
     plt.close(fig)
 
 
+def _cell(stats: dict) -> str:
+    """A table cell: mean ± std, or empty where the metric was not computed."""
+    return "" if stats.get("mean") is None else f"{stats['mean']:.3f} ± {stats['std']:.3f}"
+
+
 SAME_BUDGET_KEYS = ("psnr", "ssim", "qabf", "vif", "regional_corr", "contrast_kept")
 
 
@@ -142,8 +147,7 @@ def same_budget_table(summary: dict, comparison_dir: str) -> list[str]:
              "|---|---|" + "---|" * len(SAME_BUDGET_KEYS)]
     for name in runs:
         minutes = float(open(os.path.join(comparison_dir, name, "seconds")).read()) / 60
-        cells = [f"{summary[name][k]['mean']:.3f} ± {summary[name][k]['std']:.3f}"
-                 if summary[name].get(k, {}).get("mean") is not None else "" for k in SAME_BUDGET_KEYS]
+        cells = [_cell(summary[name].get(k, {})) for k in SAME_BUDGET_KEYS]
         lines.append(f"| {name} | {minutes:.0f} | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -168,10 +172,7 @@ def main(eval_dir: str, dataset_dir: str, output_dir: str = os.path.join(ROOT, "
     lines.append("| method | " + " | ".join(METRIC_LABELS[k] for k in keys) + " |")
     lines.append("|---|" + "---|" * len(keys))
     for method, values in summary.items():
-        cells = []
-        for k in keys:
-            v = values.get(k, {})
-            cells.append("" if v.get("mean") is None else f"{v['mean']:.3f} ± {v['std']:.3f}")
+        cells = [_cell(values.get(k, {})) for k in keys]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines.append("")
     if comparison_dir:
