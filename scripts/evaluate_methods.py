@@ -20,12 +20,7 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from dcfb_eval.comparison import BundlePipeline, default_methods, parse_models, summarize  # noqa: E402
-
-
-def parse_names(spec) -> list[str]:
-    """``a,b`` as a list (fire hands ``a,b`` over as a tuple)."""
-    return [n for n in (spec.split(",") if isinstance(spec, str) else spec) if n]
+from dcfb_eval.comparison import BundlePipeline, default_methods, parse_models, parse_names, summarize  # noqa: E402
 
 
 def _read_row(row: dict) -> dict:

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from dcfb_eval.comparison import BundlePipeline, default_methods, parse_models  # noqa: E402
+from dcfb_eval.comparison import BundlePipeline, default_methods, parse_models, parse_names  # noqa: E402
 
 METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "en": "EN (bits)", "sd": "SD", "sf": "SF", "ag": "AG",
                  "mi": "MI (bits)", "nmi": "NMI", "fmi": "FMI (pixel)", "scd": "SCD", "vif": "VIF", "qabf": "Qabf",
@@ -51,11 +51,21 @@ HOW_TO_READ = """## How to read these numbers
 """
 
 
-def training_curve(log_path: str, out_png: str) -> bool:
-    text = open(log_path, errors="replace").read()
-    losses = [float(v) for v in re.findall(r"train_loss: ([0-9.]+)", text)]
-    vals = [(int(e), float(p), float(s)) for e, p, s in
-            re.findall(r"Epoch\[(\d+)\] Metrics -- val_fusion_psnr: ([0-9.]+) val_fusion_ssim: ([0-9.]+)", text)]
+def read_training_logs(log_paths: list[str]) -> tuple[list[float], list[tuple[int, float, float]]]:
+    """Loss per iteration and (epoch, PSNR, SSIM) per validation from bundle training logs; several logs
+    (stages, each starting from the last one's checkpoint) follow one another, their epochs counted on."""
+    losses, vals, epochs_before = [], [], 0
+    for log_path in log_paths:
+        text = open(log_path, errors="replace").read()
+        losses += [float(v) for v in re.findall(r"train_loss: (-?[0-9.]+)", text)]
+        vals += [(epochs_before + int(e), float(p), float(s)) for e, p, s in
+                 re.findall(r"Epoch\[(\d+)\] Metrics -- val_fusion_psnr: ([0-9.]+) val_fusion_ssim: ([0-9.]+)", text)]
+        epochs_before += max((int(n) for n in re.findall(r"Epoch: \d+/(\d+), Iter", text)), default=0)
+    return losses, vals
+
+
+def training_curve(log_paths: list[str], out_png: str) -> bool:
+    losses, vals = read_training_logs(log_paths)
     if not losses:
         return False
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
@@ -142,7 +152,7 @@ def same_budget_table(summary: dict, comparison_dir: str) -> list[str]:
             if os.path.isfile(os.path.join(comparison_dir, name, "seconds")) and name in summary]
     if not runs:
         return []
-    lines = ["## Same training budget: the 3D model, the 2D variant and the ablations", "",
+    lines = [f"## Same training budget (`{comparison_dir}`)", "",
              "| run | training (min) | " + " | ".join(METRIC_LABELS[k] for k in SAME_BUDGET_KEYS) + " |",
              "|---|---|" + "---|" * len(SAME_BUDGET_KEYS)]
     for name in runs:
@@ -156,8 +166,8 @@ def main(eval_dir: str, dataset_dir: str, output_dir: str = os.path.join(ROOT, "
          models_2d: str = "", train_log: str = "", bundle_dir: str = os.path.join(ROOT, "bundle"), notes: str = "",
          comparison_dir: str = "") -> str:
     """``models`` / ``models_2d`` are drawn in the pictures (the first of ``models`` under the PET overlay);
-    ``comparison_dir`` is a ``train_comparison.sh`` output: its runs that were scored get a same-budget table
-    with their training time."""
+    ``comparison_dir``: ``train_comparison.sh`` outputs (comma-separated): the runs of each that were scored
+    get a same-budget table with their training time."""
     summary_doc = json.load(open(os.path.join(eval_dir, "summary.json")))
     summary = summary_doc["methods"]
     images = os.path.join(output_dir, "images")
@@ -175,8 +185,8 @@ def main(eval_dir: str, dataset_dir: str, output_dir: str = os.path.join(ROOT, "
         cells = [_cell(values.get(k, {})) for k in keys]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines.append("")
-    if comparison_dir:
-        lines += same_budget_table(summary, comparison_dir)
+    for folder in parse_names(comparison_dir):
+        lines += same_budget_table(summary, folder)
     metric_chart(summary, os.path.join(images, "metrics.png"))
     lines += ["![metrics](images/metrics.png)", ""]
 
@@ -198,7 +208,7 @@ def main(eval_dir: str, dataset_dir: str, output_dir: str = os.path.join(ROOT, "
         triplanar(volumes, b.numpy(), f"{case} ({pattern})", os.path.join(images, name),
                   overlay=next(iter(parse_models(models)), None))
         lines += [f"### {pattern.capitalize()} subject {case}", "", f"![{pattern}](images/{name})", ""]
-    if train_log and training_curve(train_log, os.path.join(images, "training_curve.png")):
+    if train_log and training_curve(parse_names(train_log), os.path.join(images, "training_curve.png")):
         lines += ["## Training", "", "![training curve](images/training_curve.png)", ""]
     lines.append(HOW_TO_READ)
     report = os.path.join(output_dir, "report.md")

@@ -2,13 +2,16 @@
 # Train the DCFB 3D model, its 2D variant and the three ablations at one budget (same data, epochs,
 # steps, learning rate and schedule), JOBS at a time on one thread each, and export each checkpoint to
 # TorchScript for scripts/evaluate_methods.py. Each run leaves OUT/<name>/{model.pt,model.ts,train.log,seconds}.
-#   EPOCHS=6 LR=0.0002 JOBS=2 OUT=runs/comparison DATA=data/cohort scripts/train_comparison.sh [name ...]
+#   EPOCHS=6 LR=0.0002 JOBS=2 VAL_INTERVAL=2 OUT=runs/comparison DATA=data/cohort scripts/train_comparison.sh [name ...]
 # names: dcfb_3d dcfb_2d no_cross_attention zero_offsets shared_encoder (default: all five)
+# PRETRAINED=dir starts each run from dir/<name>/model.pt (a second stage); TRAIN_ARGS adds bundle CLI arguments
+# to every run, e.g. TRAIN_ARGS="--loss#vif_weights [0,0]".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PY=${PY:-$ROOT/.venv/bin/python}
 export EPOCHS=${EPOCHS:-6} LR=${LR:-0.0002} OUT=${OUT:-runs/comparison} DATA=${DATA:-data/cohort} PY ROOT
+export VAL_INTERVAL=${VAL_INTERVAL:-2} PRETRAINED=${PRETRAINED:-} TRAIN_ARGS=${TRAIN_ARGS:-}
 JOBS=${JOBS:-2}
 [ -f "$DATA/datalist.json" ] || { echo "train_comparison: no datalist.json in $DATA (scripts/generate_cohort.py makes one)" >&2; exit 2; }
 
@@ -23,13 +26,19 @@ train_one() {
         shared_encoder) overrides=(--network_def#shared_encoder True) ;;
         *) echo "train_comparison: unknown run '$name'" >&2; return 2 ;;
     esac
-    local dir=$OUT/$name start
+    local dir=$OUT/$name start extra=()
+    # read, not word splitting: a bracketed list such as [0,0] must not be taken for a file pattern
+    read -r -a extra <<< "$TRAIN_ARGS"
+    if [ -n "$PRETRAINED" ]; then
+        [ -f "$PRETRAINED/$name/model.pt" ] || { echo "train_comparison: no $PRETRAINED/$name/model.pt" >&2; return 2; }
+        extra+=(--pretrained_ckpt "$PRETRAINED/$name/model.pt")
+    fi
     mkdir -p "$dir"
     start=$(date +%s)
     echo "train_comparison: $name started (log: $dir/train.log)"
     OMP_NUM_THREADS=1 "$PY" -m monai.bundle run training --config_file "$configs" --dataset_dir "$DATA" \
-        --max_epochs "$EPOCHS" --val_interval 2 --learning_rate "$LR" --ckpt_dir "$dir" --output_dir "$dir/eval" \
-        "${overrides[@]}" > "$dir/train.log" 2>&1
+        --max_epochs "$EPOCHS" --val_interval "$VAL_INTERVAL" --learning_rate "$LR" --ckpt_dir "$dir" \
+        --output_dir "$dir/eval" "${overrides[@]}" "${extra[@]}" > "$dir/train.log" 2>&1
     echo $(( $(date +%s) - start )) > "$dir/seconds"
     (cd bundle && PYTHONPATH=. OMP_NUM_THREADS=1 "$PY" -m monai.bundle ckpt_export network_def \
         --filepath "$ROOT/$dir/model.ts" --ckpt_file "$ROOT/$dir/model.pt" --meta_file configs/metadata.json \

@@ -120,6 +120,20 @@ def test_training_command_exactly_as_documented(bundle_copy, tiny_cohort, tmp_pa
     assert os.path.isfile(os.path.join(bundle_copy, "models", "model.pt"))
 
 
+def test_training_can_start_from_a_checkpoint(trained_bundle, tiny_cohort, tmp_path):
+    """``pretrained_ckpt`` loads the weights before the first step (fine-tuning on one's own data)."""
+    start = os.path.join(trained_bundle, "models", "model.pt")
+    wf = _workflow(trained_bundle, ["train.json"], "train", run_id="training", dataset_dir=tiny_cohort,
+                   bundle_root=trained_bundle, pretrained_ckpt=start, ckpt_dir=str(tmp_path / "ckpt"),
+                   output_dir=str(tmp_path / "eval"), learning_rate=0.0, **TINY)
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    before, after = torch.load(start, map_location="cpu"), torch.load(tmp_path / "ckpt" / "model.pt", map_location="cpu")
+    # learning rate 0: the saved weights are the loaded ones, not a fresh initialisation
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
 def test_bad_datalist_is_refused_with_a_clear_error(bundle_copy, tiny_cohort, tmp_path):
     bad = {"training": [{"id": "x", "mri": "sub-0000/mri.nii.gz"}], "validation": []}
     (tmp_path / "datalist.json").write_text(json.dumps(bad))
@@ -170,3 +184,26 @@ def test_2d_variant_trains_on_axial_slices_and_validates_slice_by_slice(bundle_c
     wf.finalize()
     state = torch.load(tmp_path / "ckpt" / "model.pt", map_location="cpu")
     assert any(v.ndim == 4 for v in state.values())  # 2D convolution kernels [out, in, k, k]
+
+
+def test_comparison_script_trains_exports_and_continues_from_a_stage(tiny_cohort, tmp_path):
+    """scripts/train_comparison.sh, the documented way the release weights and the ablation were trained: one
+    run, exported to TorchScript, then a second stage that starts from the first stage's checkpoint."""
+    script = os.path.join(ROOT, "scripts", "train_comparison.sh")
+    env = {**os.environ, "PY": sys.executable, "EPOCHS": "1", "VAL_INTERVAL": "1", "DATA": tiny_cohort,
+           "TRAIN_ARGS": "--patch_size [32,32,32] --val_roi_size [32,32,32] --loss#vif_weights [0,0]"}
+    first = subprocess.run([script, "zero_offsets"], env={**env, "OUT": str(tmp_path / "stage1")},
+                           capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout + first.stderr
+    run = tmp_path / "stage1" / "zero_offsets"
+    assert torch.jit.load(str(run / "model.ts"))(torch.rand(1, 2, 32, 32, 32)).shape == (1, 1, 32, 32, 32)
+    second = subprocess.run([script, "zero_offsets"], capture_output=True, text=True,
+                            env={**env, "OUT": str(tmp_path / "stage2"), "PRETRAINED": str(tmp_path / "stage1"),
+                                 "TRAIN_ARGS": "--patch_size [32,32,32] --val_roi_size [32,32,32]"})
+    assert second.returncode == 0, second.stdout + second.stderr
+    log = (tmp_path / "stage2" / "zero_offsets" / "train.log").read_text()
+    assert "Restored all variables from" in log and "zero_offsets/model.pt" in log
+    assert (tmp_path / "stage2" / "zero_offsets" / "model.ts").is_file()
+    missing = subprocess.run([script, "dcfb_2d"], capture_output=True, text=True,
+                             env={**env, "OUT": str(tmp_path / "stage3"), "PRETRAINED": str(tmp_path / "stage1")})
+    assert missing.returncode != 0 and "no " in missing.stderr and "dcfb_2d/model.pt" in missing.stderr

@@ -94,13 +94,18 @@ def test_evaluate_methods_scores_every_method_on_a_split(tiny_cohort, app_bundle
     for run, seconds in (("dcfb_again", "600"), ("not_scored", "60")):
         (comparison / run).mkdir(parents=True)
         (comparison / run / "seconds").write_text(seconds)
+    second_stage = tmp_path / "second_stage"
+    (second_stage / "dcfb_3d").mkdir(parents=True)
+    (second_stage / "dcfb_3d" / "seconds").write_text("120")
     run_script("make_report.py", "--eval_dir", str(tmp_path), "--dataset_dir", tiny_cohort, "--bundle_dir", app_bundle,
                "--models", f"dcfb_3d={os.path.join(app_bundle, 'models', 'model.ts')}", "--train_log", str(log),
-               "--output_dir", str(tmp_path / "docs"), "--comparison_dir", str(comparison))
+               "--output_dir", str(tmp_path / "docs"), "--comparison_dir", f"{comparison},{second_stage}")
     report = (tmp_path / "docs" / "report.md").read_text()
     assert "| dcfb_3d |" in report and "| average |" in report and "How to read" in report
     same_budget = report[report.index("## Same training budget"):report.index("![metrics]")]
-    assert "| dcfb_again | 10 |" in same_budget and "not_scored" not in same_budget
+    first, second = same_budget.split(f"`{second_stage}`")
+    assert "| dcfb_again | 10 |" in first and "not_scored" not in same_budget
+    assert "| dcfb_3d | 2 |" in second and "dcfb_again" not in second
     pictures = sorted(os.listdir(tmp_path / "docs" / "images"))
     assert "metrics.png" in pictures and "training_curve.png" in pictures
     assert any(p.startswith("triplanar_") for p in pictures)
@@ -125,3 +130,16 @@ def test_loss_optimum_shows_where_each_loss_pulls(tiny_cohort):
     assert bundle[3] > paper[3]  # the bundle's loss keeps more of the PET
     bad = run_script("loss_optimum.py", "--dataset_dir", tiny_cohort, "--losses", "mse", check=False)
     assert bad.returncode == 2 and "mse" in bad.stderr
+
+
+def test_training_logs_of_two_stages_follow_one_another(tmp_path):
+    from make_report import read_training_logs
+
+    first, second = tmp_path / "stage1.log", tmp_path / "stage2.log"
+    first.write_text("Epoch: 1/6, Iter: 1/2 -- train_loss: 2.5\nEpoch[6] Metrics -- val_fusion_psnr: 20.0 "
+                     "val_fusion_ssim: 0.5\n")
+    second.write_text("Epoch: 1/3, Iter: 1/2 -- train_loss: -0.5\nEpoch[3] Metrics -- val_fusion_psnr: 21.0 "
+                      "val_fusion_ssim: 0.6\n")
+    losses, vals = read_training_logs([str(first), str(second)])
+    assert losses == [2.5, -0.5]
+    assert vals == [(6, 20.0, 0.5), (9, 21.0, 0.6)]

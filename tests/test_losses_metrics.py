@@ -102,3 +102,27 @@ def test_lowpass_term_ignores_fine_detail_and_sees_regional_level():
     # all weights zero: nothing is computed and the loss is 0
     none = FusionLoss(ssim_weights=(0, 0), ncc_weights=(0, 0), l1_weights=(0, 0))
     assert float(none(pet, target)) == 0.0
+
+
+def test_vif_term_is_the_metric_in_smooth_form():
+    """1 - VIF(s -> F) per source: 0 for F = s, the metric's value on a whole patch otherwise, finite gradients
+    (the metric's flat and negative-gain branches are replaced, also on a patch with an empty background)."""
+    from scripts.fusion_measures import visual_information_fidelity
+
+    mri, pet = _pattern(4), _pattern(5)
+    mri[..., :6] = 0.0  # a flat background slab, where the metric's guards would fire
+    target = torch.cat([mri, pet], 1)
+    only_vif = FusionLoss(ssim_weights=(0, 0), ncc_weights=(0, 0), l1_weights=(0, 0), vif_weights=(1, 0))
+    assert float(only_vif(mri, target)) < 1e-3
+    fused = (0.5 * mri + 0.5 * pet).requires_grad_(True)
+    everywhere = torch.ones(mri.shape[2:], dtype=torch.bool)
+    expected = 1 - float(visual_information_fidelity(mri[0, 0], fused[0, 0].detach(), everywhere))
+    loss = only_vif(fused, target)
+    assert float(loss) == pytest.approx(expected, abs=0.01)
+    loss.backward()
+    assert fused.grad is not None and torch.isfinite(fused.grad).all() and fused.grad.abs().sum() > 0
+    # both weights: the PET's term is added
+    both = FusionLoss(ssim_weights=(0, 0), ncc_weights=(0, 0), l1_weights=(0, 0), vif_weights=(1, 1))
+    assert float(both(fused, target)) > float(loss) + 0.1
+    with pytest.raises(ValueError, match="vif_weights"):
+        FusionLoss(vif_weights=(1.0,))

@@ -124,8 +124,28 @@ def _gaussian_kernel(size: int, sigma: float, device) -> torch.Tensor:
     return k / k.sum()
 
 
-def _smooth(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    return separable_filtering(x[None, None], [kernel] * x.ndim, mode="replicate")[0, 0]
+def vif_local_moments(reference: torch.Tensor, distorted: torch.Tensor, scales: int = 4):
+    """The Gaussian pyramid of Sheikh and Bovik's pixel-domain VIF: for s = 1..``scales``, the local variances
+    s1^2, s2^2 and covariance s12 of both images (each scaled by 255), in a Gaussian window of
+    N = 2^(scales-s+1) + 1 voxels (sigma N/5), the images smoothed by that window and halved from s = 2 on.
+
+    Shared by the metric (``visual_information_fidelity``) and the training loss (``losses.FusionLoss``) so
+    that both see the same windows. ``reference``, ``distorted``: [B, C, *S], 2D or 3D.
+    Yields (s, s1, s2, s12) per scale, each [B, C, *S_s] with S_s the image shape at that scale.
+    """
+    ref, dist = reference.float() * 255, distorted.float() * 255
+    spatial = ref.ndim - 2
+    for scale in range(1, scales + 1):
+        n = 2 ** (scales - scale + 1) + 1
+        kernels = [_gaussian_kernel(n, n / 5.0, ref.device).to(ref.dtype)] * spatial
+        if scale > 1:
+            step = (slice(None), slice(None)) + (slice(None, None, 2),) * spatial
+            ref = separable_filtering(ref, kernels, mode="replicate")[step]
+            dist = separable_filtering(dist, kernels, mode="replicate")[step]
+        moments = separable_filtering(torch.cat([ref, dist, ref * ref, dist * dist, ref * dist], 1), kernels,
+                                      mode="replicate")
+        mu1, mu2, m11, m22, m12 = torch.chunk(moments, 5, dim=1)
+        yield scale, (m11 - mu1**2).clamp_min(0), (m22 - mu2**2).clamp_min(0), m12 - mu1 * mu2
 
 
 def visual_information_fidelity(reference: torch.Tensor, distorted: torch.Tensor, mask: torch.Tensor,
@@ -141,18 +161,10 @@ def visual_information_fidelity(reference: torch.Tensor, distorted: torch.Tensor
     """
     eps = 1e-10
     # float32 filtering: at 0..255 the local moments carry errors of ~1e-2, far below sn^2 = 2; sums in float64.
-    ref, dist, m = reference.float() * 255, distorted.float() * 255, mask.clone()
-    num = den = torch.zeros((), dtype=torch.float64, device=ref.device)
-    for scale in range(1, scales + 1):
-        n = 2 ** (scales - scale + 1) + 1
-        kernel = _gaussian_kernel(n, n / 5.0, ref.device).float()
-        if scale > 1:
-            step = (slice(None, None, 2),) * ref.ndim
-            ref, dist, m = _smooth(ref, kernel)[step], _smooth(dist, kernel)[step], m[step]
-        mu1, mu2 = _smooth(ref, kernel), _smooth(dist, kernel)
-        s1 = (_smooth(ref * ref, kernel) - mu1**2).clamp_min(0)
-        s2 = (_smooth(dist * dist, kernel) - mu2**2).clamp_min(0)
-        s12 = _smooth(ref * dist, kernel) - mu1 * mu2
+    num = den = torch.zeros((), dtype=torch.float64, device=reference.device)
+    for scale, s1, s2, s12 in vif_local_moments(reference[None, None], distorted[None, None], scales):
+        s1, s2, s12 = s1[0, 0], s2[0, 0], s12[0, 0]
+        m = mask[(slice(None, None, 2 ** (scale - 1)),) * mask.ndim]
         g = s12 / (s1 + eps)
         sv = s2 - g * s12
         flat_ref = s1 < eps

@@ -1,6 +1,6 @@
 """Unsupervised fusion loss: the fused image should resemble each source in structure (SSIM), local
-correlation (LNCC), intensity (L1) and low-frequency intensity (L1 after a Gaussian low-pass), with
-per-source weights; optionally keep the sharper source's gradients."""
+correlation (LNCC), intensity (L1), low-frequency intensity (L1 after a Gaussian low-pass) and visual
+information kept (VIF), with per-source weights; optionally keep the sharper source's gradients."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import torch
 import torch.nn as nn
 from monai.losses import LocalNormalizedCrossCorrelationLoss
 from monai.networks.layers import GaussianFilter, separable_filtering
+
+from .fusion_measures import vif_local_moments
 
 
 class SeparableSSIMLoss(nn.Module):
@@ -54,11 +56,13 @@ class FusionLoss(nn.Module):
     ``lowpass_weights`` compare F and s after a Gaussian low-pass of ``lowpass_sigma`` voxels, i.e. the
     regional intensity level that a PET reader looks at, and leave the fine structure to SSIM.
     ``gradient_weight`` adds the L1 distance between |grad F| and the larger of |grad MRI| and
-    |grad PET| per voxel. A term whose weights are all zero is not computed.
+    |grad PET| per voxel. ``vif_weights`` add 1 - VIF(s -> F), Sheikh and Bovik's visual information
+    fidelity with the windows of the evaluation metric (``fusion_measures.vif_local_moments``) over the
+    whole patch, in a smooth and bounded form (see ``_vif``). A term whose weights are all zero is not computed.
 
     Args:
         spatial_dims: 2 or 3.
-        ssim_weights, ncc_weights, l1_weights, lowpass_weights: (MRI, PET) weights of each term.
+        ssim_weights, ncc_weights, l1_weights, lowpass_weights, vif_weights: (MRI, PET) weights of each term.
         gradient_weight: weight of the gradient-preservation term (0 disables it).
         ssim_win_size: SSIM window (MONAI's gaussian kernel), ncc_kernel_size: LNCC window.
         lowpass_sigma: standard deviation of the low-pass Gaussian, in voxels.
@@ -68,11 +72,11 @@ class FusionLoss(nn.Module):
     """
 
     def __init__(self, spatial_dims: int = 3, ssim_weights=(2.0, 1.0), ncc_weights=(2.0, 1.0),
-                 l1_weights=(2.0, 1.0), lowpass_weights=(0.0, 0.0), gradient_weight: float = 0.0,
+                 l1_weights=(2.0, 1.0), lowpass_weights=(0.0, 0.0), vif_weights=(0.0, 0.0), gradient_weight: float = 0.0,
                  ssim_win_size: int = 7, ncc_kernel_size: int = 7, lowpass_sigma: float = 3.0) -> None:
         super().__init__()
         for name, w in (("ssim_weights", ssim_weights), ("ncc_weights", ncc_weights), ("l1_weights", l1_weights),
-                        ("lowpass_weights", lowpass_weights)):
+                        ("lowpass_weights", lowpass_weights), ("vif_weights", vif_weights)):
             if len(w) != 2:
                 raise ValueError(f"{name} must give (MRI, PET) weights, got {w}")
         self.spatial_dims = spatial_dims
@@ -80,6 +84,7 @@ class FusionLoss(nn.Module):
         self.ncc_weights = [float(w) for w in ncc_weights]
         self.l1_weights = [float(w) for w in l1_weights]
         self.lowpass_weights = [float(w) for w in lowpass_weights]
+        self.vif_weights = [float(w) for w in vif_weights]
         self.gradient_weight = float(gradient_weight)
         self.ssim = SeparableSSIMLoss(spatial_dims=spatial_dims, win_size=ssim_win_size)
         self.ncc = LocalNormalizedCrossCorrelationLoss(spatial_dims=spatial_dims, kernel_size=ncc_kernel_size,
@@ -92,6 +97,26 @@ class FusionLoss(nn.Module):
         diffs = [torch.diff(x, dim=d) for d in range(2, 2 + self.spatial_dims)]
         crop = [slice(None), slice(None)] + [slice(0, s - 1) for s in x.shape[2:]]
         return torch.sqrt(sum(d[tuple(crop)] ** 2 for d in diffs) + 1e-8)
+
+    @staticmethod
+    def _vif(reference: torch.Tensor, distorted: torch.Tensor, noise_variance: float = 2.0) -> torch.Tensor:
+        """VIF(reference -> distorted) per image and channel, [B, C], with two changes to the metric:
+
+        - the gain is min(max(s12, 0) / (s1^2 + 1e-3), 1): the metric's special cases (flat windows, negative
+          gain: no information) reach the same limits without branches whose gradients are undefined, and a
+          gain above 1 (contrast stretched beyond the source's) earns nothing. Uncapped, a network learned to
+          stretch the contrast of near-empty patches, where the ratio below explodes (2D slices off the
+          head's edge reached a loss of -7); capped, each voxel's information is at most the source's, so
+          the term lies in [0, 1].
+        - sums over the whole patch, not a head mask (the background has no local variance and adds nothing).
+        """
+        num = den = 0.0
+        for _, s1, s2, s12 in vif_local_moments(reference, distorted):
+            gain = (s12.clamp_min(0) / (s1 + 1e-3)).clamp_max(1.0)
+            distortion = (s2 - gain * s12).clamp_min(0)
+            num = num + torch.log10(1 + gain**2 * s1 / (distortion + noise_variance)).flatten(2).sum(2)
+            den = den + torch.log10(1 + s1 / noise_variance).flatten(2).sum(2)
+        return num / den.clamp_min(1e-6)
 
     @staticmethod
     def _weighted(per_source: torch.Tensor, weights: list[float]) -> torch.Tensor:
@@ -114,6 +139,8 @@ class FusionLoss(nn.Module):
         if any(self.lowpass_weights):
             low = torch.abs(self.lowpass(repeated) - self.lowpass(target)).flatten(2).mean(dim=2).mean(dim=0)
             loss = loss + self._weighted(low, self.lowpass_weights)
+        if any(self.vif_weights):
+            loss = loss + self._weighted(1.0 - self._vif(target, repeated).mean(dim=0), self.vif_weights)
         if self.gradient_weight:
             strongest = torch.maximum(self._gradient_magnitude(target[:, 0:1]), self._gradient_magnitude(target[:, 1:2]))
             loss = loss + self.gradient_weight * torch.mean(torch.abs(self._gradient_magnitude(pred) - strongest))

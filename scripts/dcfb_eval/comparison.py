@@ -117,6 +117,13 @@ def parse_models(spec) -> dict[str, str]:
     return dict(pair.split("=", 1) for pair in spec.split(",") if pair) if isinstance(spec, str) else {}
 
 
+def parse_names(spec) -> list[str]:
+    """``a,b`` as a list (fire hands ``a,b`` over as a tuple, and an empty flag as a non-string)."""
+    if not spec or not isinstance(spec, (str, tuple, list)):
+        return []
+    return [str(n) for n in (spec.split(",") if isinstance(spec, str) else spec) if n]
+
+
 def default_methods(pipeline: BundlePipeline, models: dict[str, str], models_2d: dict[str, str] | None = None,
                     baselines: list[str] | None = None):
     """The classical ``baselines`` (default: all of them), then the 3D and the 2D TorchScript models."""
