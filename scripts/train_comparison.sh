@@ -34,6 +34,7 @@ train_one() {
         extra+=(--pretrained_ckpt "$PRETRAINED/$name/model.pt")
     fi
     mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd)  # absolute: the export below runs from bundle/
     start=$(date +%s)
     echo "train_comparison: $name started (log: $dir/train.log)"
     OMP_NUM_THREADS=1 "$PY" -m monai.bundle run training --config_file "$configs" --dataset_dir "$DATA" \
@@ -41,12 +42,12 @@ train_one() {
         --output_dir "$dir/eval" "${overrides[@]}" "${extra[@]}" > "$dir/train.log" 2>&1
     echo $(( $(date +%s) - start )) > "$dir/seconds"
     (cd bundle && PYTHONPATH=. OMP_NUM_THREADS=1 "$PY" -m monai.bundle ckpt_export network_def \
-        --filepath "$ROOT/$dir/model.ts" --ckpt_file "$ROOT/$dir/model.pt" --meta_file configs/metadata.json \
-        --config_file configs/inference.json "${overrides[@]}" > "$ROOT/$dir/export.log" 2>&1)
+        --filepath "$dir/model.ts" --ckpt_file "$dir/model.pt" --meta_file configs/metadata.json \
+        --config_file configs/inference.json "${overrides[@]}" > "$dir/export.log" 2>&1)
     echo "train_comparison: $name done in $(cat "$dir/seconds") s"
 }
 export -f train_one
 
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(dcfb_3d dcfb_2d no_cross_attention zero_offsets shared_encoder)
-printf '%s\n' "${names[@]}" | xargs -P "$JOBS" -I{} bash -c 'train_one {}'
+printf '%s\n' "${names[@]}" | xargs -P "$JOBS" -I{} bash -c 'set -euo pipefail; train_one {}'
