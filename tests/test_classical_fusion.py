@@ -1,5 +1,7 @@
 """Classical baselines: defining properties on small volumes."""
 
+import json
+
 import pytest
 import torch
 from monai.transforms import GaussianSmooth
@@ -143,3 +145,25 @@ def test_training_logs_of_two_stages_follow_one_another(tmp_path):
     losses, vals = read_training_logs([str(first), str(second)])
     assert losses == [2.5, -0.5]
     assert vals == [(6, 20.0, 0.5), (9, 21.0, 0.6)]
+
+
+def test_tradeoff_plot_of_a_weight_sweep(tmp_path):
+    from conftest import run_script
+
+    def summary(name, **means):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"methods": {name: {k: {"mean": v, "std": 0.0} for k, v in means.items()}}}))
+        return path
+
+    a = summary("net3d", psnr=19.5, ssim=0.645, vif=0.51, qabf=0.44)
+    b = summary("net2d", psnr=19.6, ssim=0.638, vif=0.55)
+    picture = tmp_path / "tradeoff.png"
+    proc = run_script("plot_tradeoff.py", "--output", str(picture),
+                      "--points", f"3D@0.1={a}:net3d;2D@0.1={b}:net2d")
+    assert picture.is_file() and picture.stat().st_size > 1000
+    assert "| 3D | 0.1 | 19.500 | 0.645 | 0.510 | 0.440 |  |  |" in proc.stdout
+    assert "| 2D | 0.1 | 19.600 | 0.638 | 0.550 |  |" in proc.stdout
+    missing = run_script("plot_tradeoff.py", "--output", str(picture), "--points", f"3D@0={a}:other", check=False)
+    assert missing.returncode == 2 and "no method 'other'" in missing.stderr
+    bad = run_script("plot_tradeoff.py", "--output", str(picture), "--points", "3D=nothing", check=False)
+    assert bad.returncode != 0 and "series@weight=summary.json:method" in bad.stderr
