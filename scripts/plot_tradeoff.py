@@ -41,8 +41,13 @@ def parse_points(spec: str) -> list[dict]:
 
 def main(points: str, output: str, x: str = "ssim", y: str = "vif") -> str:
     """Draw ``y`` against ``x`` for every point, a line per series in weight order; print the table."""
+    try:
+        parsed = parse_points(points)
+    except ValueError as error:
+        print(f"plot_tradeoff: --points: {error}", file=sys.stderr)
+        sys.exit(2)
     rows = []
-    for point in parse_points(points):
+    for point in parsed:
         if not os.path.isfile(point["path"]):
             print(f"plot_tradeoff: {point['path']}: file not found", file=sys.stderr)
             sys.exit(2)

@@ -166,4 +166,4 @@ def test_tradeoff_plot_of_a_weight_sweep(tmp_path):
     missing = run_script("plot_tradeoff.py", "--output", str(picture), "--points", f"3D@0={a}:other", check=False)
     assert missing.returncode == 2 and "no method 'other'" in missing.stderr
     bad = run_script("plot_tradeoff.py", "--output", str(picture), "--points", "3D=nothing", check=False)
-    assert bad.returncode != 0 and "series@weight=summary.json:method" in bad.stderr
+    assert bad.returncode == 2 and "series@weight=summary.json:method" in bad.stderr
