@@ -186,6 +186,32 @@ def test_2d_variant_trains_on_axial_slices_and_validates_slice_by_slice(bundle_c
     assert any(v.ndim == 4 for v in state.values())  # 2D convolution kernels [out, in, k, k]
 
 
+def test_2d_variant_with_the_3d_loss_trains_on_3d_patches_slice_by_slice(bundle_copy, tiny_cohort, tmp_path):
+    """train_2d_3d_loss.json over train.json: the 2D network inside SliceWiseNet, so it trains and validates on
+    the 3D model's patches with the 3D model's loss; only the network differs. Its checkpoint loads into the
+    plain 2D network (keys under ``network.``) and exports to TorchScript as a 3D-in, 3D-out module."""
+    wf = _workflow(bundle_copy, ["train.json", "train_2d_3d_loss.json"], "train", run_id="training",
+                   dataset_dir=tiny_cohort, bundle_root=bundle_copy, ckpt_dir=str(tmp_path / "ckpt"),
+                   output_dir=str(tmp_path / "eval"), **TINY)
+    wf.initialize()
+    net = wf.parser.get_parsed_content("network_def")
+    assert type(net).__name__ == "SliceWiseNet" and net.network.spatial_dims == 2
+    assert wf.parser.get_parsed_content("loss").spatial_dims == 3
+    wf.run()
+    wf.finalize()
+    state = torch.load(tmp_path / "ckpt" / "model.pt", map_location="cpu")
+    assert all(k.startswith("network.") for k in state)
+    assert any(v.ndim == 4 for v in state.values())  # 2D convolution kernels [out, in, k, k]
+    export = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(tmp_path / "m.ts"),
+         "--ckpt_file", str(tmp_path / "ckpt" / "model.pt"), "--meta_file", "configs/metadata.json",
+         "--config_file", "['configs/inference.json','configs/train_2d_3d_loss.json']"],
+        cwd=bundle_copy, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": bundle_copy})
+    assert export.returncode == 0, export.stderr[-2000:]
+    scripted = torch.jit.load(str(tmp_path / "m.ts"))
+    assert scripted(torch.rand(1, 2, 32, 32, 8)).shape == (1, 1, 32, 32, 8)
+
+
 def test_comparison_script_trains_exports_and_continues_from_a_stage(tiny_cohort, tmp_path):
     """scripts/train_comparison.sh, the documented way the release weights and the ablation were trained: one
     run, exported to TorchScript, then a second stage that starts from the first stage's checkpoint."""

@@ -167,3 +167,20 @@ def test_tradeoff_plot_of_a_weight_sweep(tmp_path):
     assert missing.returncode == 2 and "no method 'other'" in missing.stderr
     bad = run_script("plot_tradeoff.py", "--output", str(picture), "--points", "3D=nothing", check=False)
     assert bad.returncode == 2 and "series@weight=summary.json:method" in bad.stderr
+
+
+def test_blend_sweep_shows_psnr_and_vif_lowest_near_the_balance_ssim_prefers(tiny_cohort):
+    """Global blends w * MRI + (1 - w) * PET: PSNR (mean of the two) and VIF (summed over the sources) are higher
+    at either end than at w = 0.5, and SSIM (mean of the two) is higher at w = 0.5 than at either end."""
+    from conftest import run_script
+
+    proc = run_script("blend_sweep.py", "--dataset_dir", tiny_cohort, "--split", "testing", "--max_cases", "1",
+                      "--weights", "0.05,0.5,0.95", "--metrics", "psnr,ssim,vif")
+    rows = {line.split("|")[1].strip(): [float(v) for v in line.split("|")[2:-1]]
+            for line in proc.stdout.splitlines() if line.startswith("| 0.")}
+    assert set(rows) == {"0.05", "0.5", "0.95"}
+    for end in ("0.05", "0.95"):
+        assert rows[end][0] > rows["0.5"][0] and rows[end][2] > rows["0.5"][2]
+        assert rows[end][1] < rows["0.5"][1]
+    bad = run_script("blend_sweep.py", "--dataset_dir", tiny_cohort, "--weights", "0.5,2", check=False)
+    assert bad.returncode == 2 and "[0, 1]" in bad.stderr

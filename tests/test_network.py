@@ -85,3 +85,23 @@ def test_ablation_override_typed_on_the_command_line_is_refused_unless_a_bool():
     assert "cross_attention must be a bool" in str(failed.value.__cause__)
     with pytest.raises(TypeError, match="shared_encoder"):
         DCFBNet(features=(8, 16), shared_encoder="true")
+
+
+def test_slicewise_net_fuses_each_axial_slice_alone_and_exports():
+    from scripts.slicewise import SliceWiseNet
+
+    torch.manual_seed(0)
+    inner = DCFBNet(spatial_dims=2, features=(8, 16, 32)).eval()
+    net = SliceWiseNet(inner).eval()
+    x = torch.rand(2, 2, 16, 24, 5)
+    with torch.no_grad():
+        y = net(x)
+        assert y.shape == (2, 1, 16, 24, 5)
+        for b in range(2):
+            for z in range(5):
+                assert torch.allclose(y[b, :, :, :, z], inner(x[b:b + 1, :, :, :, z])[0], atol=1e-5)
+        assert (torch.jit.script(net)(x) - y).abs().max().item() < 1e-5
+    with pytest.raises(ValueError, match="2D network"):
+        SliceWiseNet(DCFBNet(spatial_dims=3, features=(8, 16)))
+    with pytest.raises(ValueError, match=r"\[B, C, H, W, D\]"):
+        net(torch.rand(1, 2, 16, 16))
