@@ -3,7 +3,10 @@
 # steps, learning rate and schedule), JOBS at a time on one thread each, and export each checkpoint to
 # TorchScript for scripts/evaluate_methods.py. Each run leaves OUT/<name>/{model.pt,model.ts,train.log,seconds}.
 #   EPOCHS=6 LR=0.0002 JOBS=2 VAL_INTERVAL=2 OUT=runs/comparison DATA=data/cohort scripts/train_comparison.sh [name ...]
-# names: dcfb_3d dcfb_2d no_cross_attention zero_offsets shared_encoder (default: all five)
+# names: dcfb_3d dcfb_2d dcfb_2d_3d_loss no_cross_attention zero_offsets shared_encoder (default: all six).
+# dcfb_2d trains on batches of axial slices with the 2D form of the loss (train_2d.json); dcfb_2d_3d_loss runs
+# the same 2D network on every axial slice of the 3D model's patches, with the 3D model's loss
+# (train_2d_3d_loss.json), and exports as a 3D-in, 3D-out module.
 # PRETRAINED=dir starts each run from dir/<name>/model.pt (a second stage); TRAIN_ARGS adds bundle CLI arguments
 # to every run, e.g. TRAIN_ARGS="--loss#vif_weights [0,0]".
 set -euo pipefail
@@ -16,11 +19,13 @@ JOBS=${JOBS:-2}
 [ -f "$DATA/datalist.json" ] || { echo "train_comparison: no datalist.json in $DATA (scripts/generate_cohort.py makes one)" >&2; exit 2; }
 
 train_one() {
-    local name=$1 configs="['bundle/configs/train.json']" overrides=()
+    local name=$1 configs="['bundle/configs/train.json']" export_configs="configs/inference.json" overrides=()
     case $name in
         dcfb_3d) ;;
         dcfb_2d) configs="['bundle/configs/train.json','bundle/configs/train_2d.json']"
                  overrides=(--network_def#spatial_dims 2) ;;
+        dcfb_2d_3d_loss) configs="['bundle/configs/train.json','bundle/configs/train_2d_3d_loss.json']"
+                         export_configs="['configs/inference.json','configs/train_2d_3d_loss.json']" ;;
         no_cross_attention) overrides=(--network_def#cross_attention False) ;;
         zero_offsets) overrides=(--network_def#max_offset 0.0) ;;
         shared_encoder) overrides=(--network_def#shared_encoder True) ;;
@@ -43,11 +48,11 @@ train_one() {
     echo $(( $(date +%s) - start )) > "$dir/seconds"
     (cd bundle && PYTHONPATH=. OMP_NUM_THREADS=1 "$PY" -m monai.bundle ckpt_export network_def \
         --filepath "$dir/model.ts" --ckpt_file "$dir/model.pt" --meta_file configs/metadata.json \
-        --config_file configs/inference.json "${overrides[@]}" > "$dir/export.log" 2>&1)
+        --config_file "$export_configs" "${overrides[@]}" > "$dir/export.log" 2>&1)
     echo "train_comparison: $name done in $(cat "$dir/seconds") s"
 }
 export -f train_one
 
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(dcfb_3d dcfb_2d no_cross_attention zero_offsets shared_encoder)
+[ ${#names[@]} -gt 0 ] || names=(dcfb_3d dcfb_2d dcfb_2d_3d_loss no_cross_attention zero_offsets shared_encoder)
 printf '%s\n' "${names[@]}" | xargs -P "$JOBS" -I{} bash -c 'set -euo pipefail; train_one {}'

@@ -218,11 +218,12 @@ def test_comparison_script_trains_exports_and_continues_from_a_stage(tiny_cohort
     script = os.path.join(ROOT, "scripts", "train_comparison.sh")
     env = {**os.environ, "PY": sys.executable, "EPOCHS": "1", "VAL_INTERVAL": "1", "DATA": tiny_cohort,
            "TRAIN_ARGS": "--patch_size [32,32,32] --val_roi_size [32,32,32] --loss#vif_weights [0,0]"}
-    first = subprocess.run([script, "zero_offsets"], env={**env, "OUT": str(tmp_path / "stage1")},
+    first = subprocess.run([script, "zero_offsets", "dcfb_2d_3d_loss"], env={**env, "OUT": str(tmp_path / "stage1")},
                            capture_output=True, text=True)
     assert first.returncode == 0, first.stdout + first.stderr
-    run = tmp_path / "stage1" / "zero_offsets"
-    assert torch.jit.load(str(run / "model.ts"))(torch.rand(1, 2, 32, 32, 32)).shape == (1, 1, 32, 32, 32)
+    for name in ("zero_offsets", "dcfb_2d_3d_loss"):
+        scripted = torch.jit.load(str(tmp_path / "stage1" / name / "model.ts"))
+        assert scripted(torch.rand(1, 2, 32, 32, 32)).shape == (1, 1, 32, 32, 32)
     second = subprocess.run([script, "zero_offsets"], capture_output=True, text=True,
                             env={**env, "OUT": str(tmp_path / "stage2"), "PRETRAINED": str(tmp_path / "stage1"),
                                  "TRAIN_ARGS": "--patch_size [32,32,32] --val_roi_size [32,32,32]"})
