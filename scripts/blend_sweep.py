@@ -34,9 +34,14 @@ def blend_method(mri_share: float):
 def main(dataset_dir: str, split: str = "validation", max_cases: int = 1, weights: str = "0,0.25,0.5,0.75,1",
          metrics: str = "psnr,ssim,vif", bundle_dir: str = os.path.join(ROOT, "bundle")) -> str:
     """Score each blend on the first ``max_cases`` cases of ``split``; return the markdown table (fire prints it)."""
+    # fire hands "0,0.5" over as a tuple of numbers and "0.5" as one number; parse_names would drop a 0
+    if isinstance(weights, str):
+        values = weights.split(",")
+    else:
+        values = list(weights) if isinstance(weights, (tuple, list)) else [weights]
     try:
-        shares = [float(w) for w in parse_names(weights)]
-    except ValueError:
+        shares = [float(w) for w in values if str(w).strip() != ""]
+    except (TypeError, ValueError):
         print(f"blend_sweep: --weights must be numbers separated by commas, got {weights!r}", file=sys.stderr)
         sys.exit(2)
     if not shares or any(not 0.0 <= w <= 1.0 for w in shares):

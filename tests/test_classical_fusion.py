@@ -175,11 +175,11 @@ def test_blend_sweep_shows_psnr_and_vif_lowest_near_the_balance_ssim_prefers(tin
     from conftest import run_script
 
     proc = run_script("blend_sweep.py", "--dataset_dir", tiny_cohort, "--split", "testing", "--max_cases", "1",
-                      "--weights", "0.05,0.5,0.95", "--metrics", "psnr,ssim,vif")
+                      "--weights", "0,0.5,0.95", "--metrics", "psnr,ssim,vif")
     rows = {line.split("|")[1].strip(): [float(v) for v in line.split("|")[2:-1]]
-            for line in proc.stdout.splitlines() if line.startswith("| 0.")}
-    assert set(rows) == {"0.05", "0.5", "0.95"}
-    for end in ("0.05", "0.95"):
+            for line in proc.stdout.splitlines() if line.startswith("| 0")}
+    assert set(rows) == {"0", "0.5", "0.95"}
+    for end in ("0", "0.95"):
         assert rows[end][0] > rows["0.5"][0] and rows[end][2] > rows["0.5"][2]
         assert rows[end][1] < rows["0.5"][1]
     bad = run_script("blend_sweep.py", "--dataset_dir", tiny_cohort, "--weights", "0.5,2", check=False)
