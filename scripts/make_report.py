@@ -43,7 +43,10 @@ HOW_TO_READ = """## How to read these numbers
   structure and have no ceiling that means "perfect".
 - MI, NMI, SCD, VIF and Qabf measure what F keeps of the sources: information, correlations of
   differences, visual information (summed over the two sources) and edges (0.975 is the ceiling with the
-  standard constants).
+  standard constants). VIF summed over the sources behaves like the paper's PSNR: lowest for a balanced
+  blend of the sources and highest for a copy of either (`scripts/blend_sweep.py`), while SSIM peaks near
+  the balance. So a method can gain PSNR and VIF by losing SSIM; compare methods at equal SSIM, or read the
+  three together.
 - Regional r and contrast kept are the clinical check: the correlation between F's and the PET's mean in
   the simulated Alzheimer target and reference regions, and the share of the PET's hypometabolism contrast
   that survives in F (Alzheimer-like subjects only). A fusion that looks good but loses these would hide
