@@ -49,11 +49,11 @@ def main(dataset_dir: str, split: str = "validation", max_cases: int = 1, weight
         sys.exit(2)
     pipeline = BundlePipeline(bundle_dir)
     wanted = parse_names(metrics)
-    unknown = sorted(set(wanted) - set(pipeline.metrics))
-    if unknown:
-        print(f"blend_sweep: --metrics: unknown {unknown}; known: {sorted(pipeline.metrics)}", file=sys.stderr)
+    try:
+        pipeline.keep_metrics(wanted)
+    except ValueError as error:
+        print(f"blend_sweep: --metrics: {error}", file=sys.stderr)
         sys.exit(2)
-    pipeline.metrics = {k: v for k, v in pipeline.metrics.items() if k in wanted}
     from scripts.data import load_fusion_datalist
 
     items = load_fusion_datalist(os.path.join(dataset_dir, "datalist.json"), split, dataset_dir)[:max_cases]

@@ -39,12 +39,11 @@ def main(dataset_dir: str, output_dir: str, split: str = "testing", bundle_dir: 
     path."""
     pipeline = BundlePipeline(bundle_dir)
     if metrics != "all":
-        wanted = parse_names(metrics)
-        unknown = sorted(set(wanted) - set(pipeline.metrics))
-        if unknown:
-            print(f"evaluate_methods: --metrics: unknown {unknown}; known: {sorted(pipeline.metrics)}", file=sys.stderr)
+        try:
+            pipeline.keep_metrics(parse_names(metrics))
+        except ValueError as error:
+            print(f"evaluate_methods: --metrics: {error}", file=sys.stderr)
             sys.exit(2)
-        pipeline.metrics = {k: v for k, v in pipeline.metrics.items() if k in wanted}
     from scripts.data import load_fusion_datalist
 
     items = load_fusion_datalist(os.path.join(dataset_dir, "datalist.json"), split, dataset_dir)

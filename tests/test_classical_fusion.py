@@ -88,6 +88,9 @@ def test_evaluate_methods_scores_every_method_on_a_split(tiny_cohort, app_bundle
     bad = run_script("evaluate_methods.py", "--dataset_dir", tiny_cohort, "--bundle_dir", app_bundle,
                      "--baselines", "median", "--output_dir", str(tmp_path / "bad"), check=False)
     assert bad.returncode == 2 and "median" in bad.stderr
+    bad = run_script("evaluate_methods.py", "--dataset_dir", tiny_cohort, "--bundle_dir", app_bundle,
+                     "--metrics", "psnr,msssim", "--output_dir", str(tmp_path / "bad"), check=False)
+    assert bad.returncode == 2 and "msssim" in bad.stderr and not (tmp_path / "bad" / "per_case.csv").exists()
 
     log = tmp_path / "train.log"
     log.write_text("Epoch: 1/1, Iter: 1/2 -- train_loss: 2.5\nEpoch: 1/1, Iter: 2/2 -- train_loss: 2.0\n"
@@ -184,3 +187,5 @@ def test_blend_sweep_shows_psnr_and_vif_lowest_near_the_balance_ssim_prefers(tin
         assert rows[end][1] < rows["0.5"][1]
     bad = run_script("blend_sweep.py", "--dataset_dir", tiny_cohort, "--weights", "0.5,2", check=False)
     assert bad.returncode == 2 and "[0, 1]" in bad.stderr
+    bad = run_script("blend_sweep.py", "--dataset_dir", tiny_cohort, "--metrics", "psnr,msssim", check=False)
+    assert bad.returncode == 2 and "msssim" in bad.stderr

@@ -50,6 +50,14 @@ class BundlePipeline:
         self.metrics = {name: getattr(metrics, cls)() for name, cls in METRIC_CLASSES.items()}
         self.regional = metrics.RegionalPatternMetric()
 
+    def keep_metrics(self, names: list[str]) -> None:
+        """Score only the metrics ``names`` (the regional pattern is always scored); ValueError names any
+        unknown one."""
+        unknown = sorted(set(names) - set(self.metrics))
+        if unknown:
+            raise ValueError(f"unknown {unknown}; known: {sorted(self.metrics)}")
+        self.metrics = {k: v for k, v in self.metrics.items() if k in names}
+
     def head_box(self, sources: torch.Tensor, margin: int = 10) -> tuple[slice, ...]:
         from scripts.metrics import head_mask
 
