@@ -41,6 +41,9 @@ def parse_points(spec: str) -> list[dict]:
 
 def main(points: str, output: str, x: str = "ssim", y: str = "vif") -> str:
     """Draw ``y`` against ``x`` for every point, a line per series in weight order; print the table."""
+    if x not in TABLE_KEYS or y not in TABLE_KEYS:
+        print(f"plot_tradeoff: --x and --y must be among {list(TABLE_KEYS)}, got {x!r} and {y!r}", file=sys.stderr)
+        sys.exit(2)
     try:
         parsed = parse_points(points)
     except ValueError as error:
@@ -57,6 +60,9 @@ def main(points: str, output: str, x: str = "ssim", y: str = "vif") -> str:
                   file=sys.stderr)
             sys.exit(2)
         rows.append({**point, **{k: methods[point["method"]].get(k, {}).get("mean") for k in TABLE_KEYS}})
+        if rows[-1][x] is None or rows[-1][y] is None:
+            print(f"plot_tradeoff: {point['path']}: method '{point['method']}' has no {x} or no {y}", file=sys.stderr)
+            sys.exit(2)
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for series in dict.fromkeys(r["series"] for r in rows):
         line = sorted((r for r in rows if r["series"] == series), key=lambda r: r["weight"])

@@ -170,6 +170,12 @@ def test_tradeoff_plot_of_a_weight_sweep(tmp_path):
     assert missing.returncode == 2 and "no method 'other'" in missing.stderr
     bad = run_script("plot_tradeoff.py", "--output", str(picture), "--points", "3D=nothing", check=False)
     assert bad.returncode == 2 and "series@weight=summary.json:method" in bad.stderr
+    unknown = run_script("plot_tradeoff.py", "--output", str(picture), "--points", f"3D@0={a}:net3d", "--y", "msssim",
+                         check=False)
+    assert unknown.returncode == 2 and "msssim" in unknown.stderr
+    unscored = run_script("plot_tradeoff.py", "--output", str(picture), "--points", f"2D@0={b}:net2d", "--y", "qabf",
+                          check=False)
+    assert unscored.returncode == 2 and "no ssim or no qabf" in unscored.stderr
 
 
 def test_blend_sweep_shows_psnr_and_vif_lowest_near_the_balance_ssim_prefers(tiny_cohort):
