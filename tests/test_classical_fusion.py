@@ -195,3 +195,26 @@ def test_blend_sweep_shows_psnr_and_vif_lowest_near_the_balance_ssim_prefers(tin
     assert bad.returncode == 2 and "[0, 1]" in bad.stderr
     bad = run_script("blend_sweep.py", "--dataset_dir", tiny_cohort, "--metrics", "psnr,msssim", check=False)
     assert bad.returncode == 2 and "msssim" in bad.stderr
+
+
+def test_source_breakdown_places_the_average_at_the_balance(tiny_cohort):
+    """Per-source scores: plain averaging is the global blend w = 0.5 (nothing off the blend, equal PSNR against
+    either source); the maximum is not a global blend; unknown input is exit 2."""
+    from conftest import run_script
+
+    proc = run_script("source_breakdown.py", "--dataset_dir", tiny_cohort, "--split", "testing",
+                      "--baselines", "average,maximum")
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("| method"))
+    columns = [c.strip() for c in header.split("|")[2:-1]]
+    rows = {line.split("|")[1].strip(): dict(zip(columns, (float(v) for v in line.split("|")[2:-1])))
+            for line in proc.stdout.splitlines() if line.startswith("| average") or line.startswith("| maximum")}
+    average, maximum = rows["average"], rows["maximum"]
+    assert average["mri_share"] == pytest.approx(0.5, abs=1e-3) and average["off_blend"] < 1e-4
+    assert average["psnr_mri"] == pytest.approx(average["psnr_pet"], abs=0.01)
+    assert maximum["off_blend"] > 0.01
+    for row in rows.values():
+        assert all(0 <= row[c] <= 1 for c in ("ssim_mri", "ssim_pet")) and row["vif_mri"] > 0 and row["vif_pet"] > 0
+    bad = run_script("source_breakdown.py", "--dataset_dir", tiny_cohort, "--models", "x=/nonexistent.ts", check=False)
+    assert bad.returncode == 2 and "/nonexistent.ts" in bad.stderr
+    bad = run_script("source_breakdown.py", "--dataset_dir", tiny_cohort, check=False)
+    assert bad.returncode == 2 and "nothing to score" in bad.stderr

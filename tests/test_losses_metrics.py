@@ -126,3 +126,25 @@ def test_vif_term_is_the_metric_in_smooth_form():
     assert float(both(fused, target)) > float(loss) + 0.1
     with pytest.raises(ValueError, match="vif_weights"):
         FusionLoss(vif_weights=(1.0,))
+
+
+def test_source_balance_term_is_the_gap_between_the_two_ssims():
+    """|SSIM(F, MRI) - SSIM(F, PET)|: equal for a copy of either source (the same SSIM pair, swapped), the two
+    SSIM losses' difference in general, smaller for a blend nearer the balance, and it adds to the SSIM terms."""
+    mri, pet = _pattern(4), _pattern(5)
+    target = torch.cat([mri, pet], 1)
+    only_balance = FusionLoss(ssim_weights=(0, 0), ncc_weights=(0, 0), l1_weights=(0, 0), source_balance_weight=1.0)
+    ssim = SeparableSSIMLoss(spatial_dims=3)
+    gap = float(ssim(mri, pet)[0, 0])  # SeparableSSIMLoss gives 1 - SSIM
+    assert float(only_balance(mri, target)) == pytest.approx(gap, abs=1e-5)
+    assert float(only_balance(pet, target)) == pytest.approx(gap, abs=1e-5)
+    leaning = (0.8 * mri + 0.2 * pet).requires_grad_(True)
+    expected = abs(float(ssim(leaning.detach(), mri)[0, 0] - ssim(leaning.detach(), pet)[0, 0]))
+    loss = only_balance(leaning, target)
+    assert float(loss) == pytest.approx(expected, abs=1e-5)
+    assert float(only_balance(0.5 * mri + 0.5 * pet, target)) < float(loss) < gap
+    loss.backward()
+    assert leaning.grad is not None and torch.isfinite(leaning.grad).all() and leaning.grad.abs().sum() > 0
+    with_ssim = FusionLoss(ncc_weights=(0, 0), l1_weights=(0, 0), ssim_weights=(1, 1), source_balance_weight=2.0)
+    plain = FusionLoss(ncc_weights=(0, 0), l1_weights=(0, 0), ssim_weights=(1, 1))
+    assert float(with_ssim(leaning.detach(), target)) == pytest.approx(float(plain(leaning.detach(), target)) + 2 * expected, abs=1e-5)

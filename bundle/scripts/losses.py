@@ -58,12 +58,17 @@ class FusionLoss(nn.Module):
     ``gradient_weight`` adds the L1 distance between |grad F| and the larger of |grad MRI| and
     |grad PET| per voxel. ``vif_weights`` add 1 - VIF(s -> F), Sheikh and Bovik's visual information
     fidelity with the windows of the evaluation metric (``fusion_measures.vif_local_moments``) over the
-    whole patch, in a smooth and bounded form (see ``_vif``). A term whose weights are all zero is not computed.
+    whole patch, in a smooth and bounded form (see ``_vif``). ``source_balance_weight`` adds
+    |SSIM(F, MRI) - SSIM(F, PET)| (batch means): it pins where F sits between the two sources' structure, so
+    that networks trained with one loss are compared at one balance; without it the SSIM terms' sum is
+    nearly flat along that balance and each network stops where its training takes it (report, "Why").
+    A term whose weights are all zero is not computed.
 
     Args:
         spatial_dims: 2 or 3.
         ssim_weights, ncc_weights, l1_weights, lowpass_weights, vif_weights: (MRI, PET) weights of each term.
         gradient_weight: weight of the gradient-preservation term (0 disables it).
+        source_balance_weight: weight of the SSIM balance term (0 disables it).
         ssim_win_size: SSIM window (MONAI's gaussian kernel), ncc_kernel_size: LNCC window.
         lowpass_sigma: standard deviation of the low-pass Gaussian, in voxels.
 
@@ -73,7 +78,7 @@ class FusionLoss(nn.Module):
 
     def __init__(self, spatial_dims: int = 3, ssim_weights=(2.0, 1.0), ncc_weights=(2.0, 1.0),
                  l1_weights=(2.0, 1.0), lowpass_weights=(0.0, 0.0), vif_weights=(0.0, 0.0), gradient_weight: float = 0.0,
-                 ssim_win_size: int = 7, ncc_kernel_size: int = 7, lowpass_sigma: float = 3.0) -> None:
+                 source_balance_weight: float = 0.0, ssim_win_size: int = 7, ncc_kernel_size: int = 7, lowpass_sigma: float = 3.0) -> None:
         super().__init__()
         for name, w in (("ssim_weights", ssim_weights), ("ncc_weights", ncc_weights), ("l1_weights", l1_weights),
                         ("lowpass_weights", lowpass_weights), ("vif_weights", vif_weights)):
@@ -86,6 +91,7 @@ class FusionLoss(nn.Module):
         self.lowpass_weights = [float(w) for w in lowpass_weights]
         self.vif_weights = [float(w) for w in vif_weights]
         self.gradient_weight = float(gradient_weight)
+        self.source_balance_weight = float(source_balance_weight)
         self.ssim = SeparableSSIMLoss(spatial_dims=spatial_dims, win_size=ssim_win_size)
         self.ncc = LocalNormalizedCrossCorrelationLoss(spatial_dims=spatial_dims, kernel_size=ncc_kernel_size,
                                                        reduction="none")
@@ -128,8 +134,11 @@ class FusionLoss(nn.Module):
         # both sources in one call per term: F repeated against the (MRI, PET) channels
         repeated = pred.expand(-1, 2, *pred.shape[2:])
         loss = pred.new_zeros(())
-        if any(self.ssim_weights):
-            loss = loss + self._weighted(self.ssim(repeated, target).mean(dim=0), self.ssim_weights)
+        if any(self.ssim_weights) or self.source_balance_weight:
+            ssim_loss = self.ssim(repeated, target).mean(dim=0)  # [2]: 1 - SSIM(F, MRI), 1 - SSIM(F, PET)
+            loss = loss + self._weighted(ssim_loss, self.ssim_weights)
+            if self.source_balance_weight:
+                loss = loss + self.source_balance_weight * torch.abs(ssim_loss[0] - ssim_loss[1])
         if any(self.ncc_weights):
             # MONAI's LNCC loss is -LNCC in [-1, 0]; 1 + it is >= 0 like the other terms
             ncc = 1.0 + self.ncc(repeated, target).flatten(2).mean(dim=2).mean(dim=0)

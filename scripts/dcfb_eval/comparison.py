@@ -92,28 +92,34 @@ class BundlePipeline:
         case = self.invert(case)
         return case["pred"][None].as_tensor(), torch.cat([case["mri_in"], case["pet_in"]])[None].as_tensor()
 
-    def score_case(self, item: dict, methods: dict[str, Callable]) -> list[dict]:
+    def fused_cases(self, item: dict, methods: dict[str, Callable]):
+        """Fuse one case with each method and map the result back onto the MRI's grid, cropped to the head's
+        bounding box (plus a margin for the filters' reach: the same voxels in the mask, a fraction of the
+        background, a fraction of the time). Yields (name, seconds, F [1, 1, *S], sources [1, 2, *S],
+        regions [1, 1, *S] or None)."""
         data = self.preprocessing({"mri": item["mri"], "pet": item["pet"]})
         image = data["image"]
         regions = torch.as_tensor(np.asarray(nib.load(item["regions"]).dataobj)) if item.get("regions") else None
-        rows = []
         for name, method in methods.items():
             start = time.perf_counter()
             fused = method(image[0].as_tensor(), image[1].as_tensor()).clamp(0, 1)
             seconds = time.perf_counter() - start
             f, sources = self.to_mri_grid(data, fused)
             on_regions_grid = regions is not None and regions.shape == f.shape[2:]
-            # Scored on the head's bounding box (plus a margin for the filters' reach): the same voxels in the
-            # mask, a fraction of the background, a fraction of the time.
             box = self.head_box(sources[0])
-            f, sources = f[(..., *box)], sources[(..., *box)]
+            yield (name, seconds, f[(..., *box)], sources[(..., *box)],
+                   regions[box][None, None] if on_regions_grid else None)
+
+    def score_case(self, item: dict, methods: dict[str, Callable]) -> list[dict]:
+        rows = []
+        for name, seconds, f, sources, regions in self.fused_cases(item, methods):
             row = {"case": os.path.basename(str(item["id"])), "pattern": item.get("pattern", ""), "method": name,
                    "seconds": seconds}
             for metric_name, metric in self.metrics.items():
                 row[metric_name] = float(metric(f, sources)[0, 0])
                 metric.reset()
-            if on_regions_grid:
-                corr, kept = self.regional(f, sources, regions=regions[box][None, None])[0]
+            if regions is not None:
+                corr, kept = self.regional(f, sources, regions=regions)[0]
                 self.regional.reset()
                 row["regional_corr"], row["contrast_kept"] = float(corr), float(kept)
             rows.append(row)

@@ -1,0 +1,92 @@
+"""Where does each fusion sit between its two sources? The report's PSNR, SSIM and VIF are a mean or a sum
+over (MRI, PET); this splits them per source and adds the global least-squares MRI share
+w = <F - PET, MRI - PET> / |MRI - PET|^2 (the w of the global blend nearest to F) and the share of F's
+difference from that blend, |F - PET - w (MRI - PET)|^2 / |MRI - PET|^2. All inside the head mask, on each
+MRI's own grid, with the evaluation's pipeline.
+
+    .venv/bin/python scripts/source_breakdown.py --dataset_dir data/cohort --split validation \
+        --models dcfb_3d=bundle/models/model.ts --models_2d dcfb_2d=runs/comparison/dcfb_2d/model.ts
+
+Two fusions with the same w can still differ in whose local structure they keep: SSIM and VIF against each
+source say which. Prints a markdown table of the means over the cases; --baselines adds classical methods.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import fire
+import numpy as np
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from dcfb_eval.comparison import BundlePipeline, default_methods, parse_models, parse_names  # noqa: E402
+
+COLUMNS = ("mri_share", "off_blend", "psnr_mri", "psnr_pet", "ssim_mri", "ssim_pet", "vif_mri", "vif_pet")
+
+
+def breakdown(f: torch.Tensor, mri: torch.Tensor, pet: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """Per-source scores of F [*S] against the MRI and the PET [*S] inside ``mask`` [*S] (bool)."""
+    from scripts.fusion_measures import masked_psnr, masked_ssim, visual_information_fidelity
+
+    difference = (mri - pet).double()[mask]
+    spread = float((difference * difference).sum())
+    if spread == 0.0:
+        raise ValueError("the MRI and the PET are identical in the head mask: no balance to measure")
+    away = (f - pet).double()[mask]
+    share = float((away * difference).sum()) / spread
+    return {
+        "mri_share": share, "off_blend": float(((away - share * difference) ** 2).sum()) / spread,
+        "psnr_mri": float(masked_psnr(f, mri, mask)), "psnr_pet": float(masked_psnr(f, pet, mask)),
+        "ssim_mri": float(masked_ssim(f, mri, mask)), "ssim_pet": float(masked_ssim(f, pet, mask)),
+        "vif_mri": float(visual_information_fidelity(mri, f, mask)),
+        "vif_pet": float(visual_information_fidelity(pet, f, mask)),
+    }
+
+
+def main(dataset_dir: str, split: str = "validation", models: str = "", models_2d: str = "", baselines: str = "none",
+         max_cases: int = 0, bundle_dir: str = os.path.join(ROOT, "bundle")) -> str:
+    """Break down each method's scores per source on ``split``; return the markdown table (fire prints it)."""
+    pipeline = BundlePipeline(bundle_dir)  # puts the bundle, and so its ``scripts`` package, on the path
+    from scripts.metrics import head_mask
+
+    model_paths, model_paths_2d = parse_models(models), parse_models(models_2d)
+    for name, path in {**model_paths, **model_paths_2d}.items():
+        if not os.path.isfile(path):
+            print(f"source_breakdown: model {name}: file not found: {path}", file=sys.stderr)
+            sys.exit(2)
+    chosen = [] if baselines in ("none", "") else None if baselines == "all" else parse_names(baselines)
+    try:
+        methods = default_methods(pipeline, model_paths, model_paths_2d, chosen)
+    except ValueError as error:
+        print(f"source_breakdown: --baselines: {error}", file=sys.stderr)
+        sys.exit(2)
+    if not methods:
+        print("source_breakdown: nothing to score: give --models, --models_2d or --baselines", file=sys.stderr)
+        sys.exit(2)
+    from scripts.data import load_fusion_datalist
+
+    items = load_fusion_datalist(os.path.join(dataset_dir, "datalist.json"), split, dataset_dir)
+    items = items[:max_cases] if max_cases else items
+    rows: dict[str, list[dict]] = {name: [] for name in methods}
+    threshold = pipeline.metrics["psnr"].mask_threshold if "psnr" in pipeline.metrics else 0.05
+    for item in tqdm(items, desc="cases", unit="case"):
+        for name, _, f, sources, _ in pipeline.fused_cases(item, methods):
+            mask = head_mask(sources[0], threshold)
+            try:
+                rows[name].append(breakdown(f[0, 0], sources[0, 0], sources[0, 1], mask))
+            except ValueError as error:
+                print(f"source_breakdown: {item['mri']}: {error}", file=sys.stderr)
+                sys.exit(1)
+    lines = ["| method | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for name, scored in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{np.mean([r[c] for r in scored]):.4f}" for c in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    fire.Fire(main)
