@@ -59,9 +59,10 @@ class FusionLoss(nn.Module):
     |grad PET| per voxel. ``vif_weights`` add 1 - VIF(s -> F), Sheikh and Bovik's visual information
     fidelity with the windows of the evaluation metric (``fusion_measures.vif_local_moments``) over the
     whole patch, in a smooth and bounded form (see ``_vif``). ``source_balance_weight`` adds
-    |SSIM(F, MRI) - SSIM(F, PET)| (batch means): it pins where F sits between the two sources' structure, so
-    that networks trained with one loss are compared at one balance; without it the SSIM terms' sum is
-    nearly flat along that balance and each network stops where its training takes it (report, "Why").
+    |SSIM(F, MRI) - SSIM(F, PET)| (batch means): F as similar in structure to one source as to the other, on
+    the training inputs. It was meant to hold networks trained with one loss at one point between the
+    sources; it does not across patch and slice training, where equal SSIMs are different points (the 3D
+    model moved far towards the MRI, the 2D one hardly moved: report, "Two more losses").
     A term whose weights are all zero is not computed.
 
     Args:
