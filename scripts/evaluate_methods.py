@@ -20,7 +20,7 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from dcfb_eval.comparison import BundlePipeline, default_methods, parse_models, parse_names, summarize  # noqa: E402
+from dcfb_eval.comparison import BundlePipeline, methods_from_flags, parse_names, summarize  # noqa: E402
 
 
 def _read_row(row: dict) -> dict:
@@ -48,16 +48,10 @@ def main(dataset_dir: str, output_dir: str, split: str = "testing", bundle_dir: 
 
     items = load_fusion_datalist(os.path.join(dataset_dir, "datalist.json"), split, dataset_dir)
     items = items[:max_cases] if max_cases else items
-    model_paths, model_paths_2d = parse_models(models), parse_models(models_2d)
-    for name, path in {**model_paths, **model_paths_2d}.items():
-        if not os.path.isfile(path):
-            print(f"evaluate_methods: model {name}: file not found: {path}", file=sys.stderr)
-            sys.exit(2)
-    chosen = None if baselines == "all" else [] if baselines in ("none", "") else parse_names(baselines)
     try:
-        methods = default_methods(pipeline, model_paths, model_paths_2d, chosen)
+        methods = methods_from_flags(pipeline, models, models_2d, baselines)
     except ValueError as error:
-        print(f"evaluate_methods: --baselines: {error}", file=sys.stderr)
+        print(f"evaluate_methods: {error}", file=sys.stderr)
         sys.exit(2)
     csv_path = os.path.join(output_dir, "per_case.csv")
     rows = []

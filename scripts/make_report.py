@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from dcfb_eval.comparison import BundlePipeline, default_methods, parse_models, parse_names  # noqa: E402
+from dcfb_eval.comparison import BundlePipeline, methods_from_flags, parse_models, parse_names  # noqa: E402
 
 METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "en": "EN (bits)", "sd": "SD", "sf": "SF", "ag": "AG",
                  "mi": "MI (bits)", "nmi": "NMI", "fmi": "FMI (pixel)", "scd": "SCD", "vif": "VIF", "qabf": "Qabf",
@@ -173,6 +173,12 @@ def main(eval_dir: str, dataset_dir: str, output_dir: str = os.path.join(ROOT, "
     get a same-budget table with their training time."""
     summary_doc = json.load(open(os.path.join(eval_dir, "summary.json")))
     summary = summary_doc["methods"]
+    pipeline = BundlePipeline(bundle_dir)
+    try:  # before anything is written: a missing model file is a clear error, not a half-written report
+        methods = methods_from_flags(pipeline, models, models_2d)
+    except ValueError as error:
+        print(f"make_report: {error}", file=sys.stderr)
+        sys.exit(2)
     images = os.path.join(output_dir, "images")
     os.makedirs(images, exist_ok=True)
     lines = ["# DCFB fusion: evaluation report", "",
@@ -193,11 +199,9 @@ def main(eval_dir: str, dataset_dir: str, output_dir: str = os.path.join(ROOT, "
     metric_chart(summary, os.path.join(images, "metrics.png"))
     lines += ["![metrics](images/metrics.png)", ""]
 
-    pipeline = BundlePipeline(bundle_dir)
     from scripts.data import load_fusion_datalist
 
     items = load_fusion_datalist(os.path.join(dataset_dir, "datalist.json"), summary_doc["split"], dataset_dir)
-    methods = default_methods(pipeline, parse_models(models), parse_models(models_2d))
     for pattern in ("normal", "alzheimer"):
         item = next((i for i in items if i.get("pattern") == pattern), None)
         if item is None:

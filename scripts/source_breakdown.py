@@ -24,7 +24,7 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from dcfb_eval.comparison import BundlePipeline, default_methods, parse_models, parse_names  # noqa: E402
+from dcfb_eval.comparison import BundlePipeline, methods_from_flags  # noqa: E402
 
 COLUMNS = ("mri_share", "off_blend", "psnr_mri", "psnr_pet", "ssim_mri", "ssim_pet", "vif_mri", "vif_pet")
 
@@ -54,16 +54,10 @@ def main(dataset_dir: str, split: str = "validation", models: str = "", models_2
     pipeline = BundlePipeline(bundle_dir)  # puts the bundle, and so its ``scripts`` package, on the path
     from scripts.metrics import head_mask
 
-    model_paths, model_paths_2d = parse_models(models), parse_models(models_2d)
-    for name, path in {**model_paths, **model_paths_2d}.items():
-        if not os.path.isfile(path):
-            print(f"source_breakdown: model {name}: file not found: {path}", file=sys.stderr)
-            sys.exit(2)
-    chosen = [] if baselines in ("none", "") else None if baselines == "all" else parse_names(baselines)
     try:
-        methods = default_methods(pipeline, model_paths, model_paths_2d, chosen)
+        methods = methods_from_flags(pipeline, models, models_2d, baselines)
     except ValueError as error:
-        print(f"source_breakdown: --baselines: {error}", file=sys.stderr)
+        print(f"source_breakdown: {error}", file=sys.stderr)
         sys.exit(2)
     if not methods:
         print("source_breakdown: nothing to score: give --models, --models_2d or --baselines", file=sys.stderr)
@@ -73,7 +67,7 @@ def main(dataset_dir: str, split: str = "validation", models: str = "", models_2
     items = load_fusion_datalist(os.path.join(dataset_dir, "datalist.json"), split, dataset_dir)
     items = items[:max_cases] if max_cases else items
     rows: dict[str, list[dict]] = {name: [] for name in methods}
-    threshold = pipeline.metrics["psnr"].mask_threshold if "psnr" in pipeline.metrics else 0.05
+    threshold = pipeline.metrics["psnr"].mask_threshold  # the head mask every metric is scored in
     for item in tqdm(items, desc="cases", unit="case"):
         for name, _, f, sources, _ in pipeline.fused_cases(item, methods):
             mask = head_mask(sources[0], threshold)

@@ -114,6 +114,12 @@ def test_evaluate_methods_scores_every_method_on_a_split(tiny_cohort, app_bundle
     pictures = sorted(os.listdir(tmp_path / "docs" / "images"))
     assert "metrics.png" in pictures and "training_curve.png" in pictures
     assert any(p.startswith("triplanar_") for p in pictures)
+    # a model file that is not there: a clear error before anything is written
+    missing = run_script("make_report.py", "--eval_dir", str(tmp_path), "--dataset_dir", tiny_cohort,
+                         "--bundle_dir", app_bundle, "--models", "gone=/nonexistent/model.ts",
+                         "--output_dir", str(tmp_path / "docs_missing"), check=False)
+    assert missing.returncode == 2 and "/nonexistent/model.ts" in missing.stderr
+    assert not (tmp_path / "docs_missing").exists()
 
 
 def test_loss_optimum_shows_where_each_loss_pulls(tiny_cohort):

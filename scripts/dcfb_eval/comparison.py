@@ -143,13 +143,25 @@ def default_methods(pipeline: BundlePipeline, models: dict[str, str], models_2d:
     """The classical ``baselines`` (default: all of them), then the 3D and the 2D TorchScript models."""
     unknown = sorted(set(baselines or []) - set(CLASSICAL_METHODS))
     if unknown:
-        raise ValueError(f"unknown baseline(s) {unknown}; known: {sorted(CLASSICAL_METHODS)}")
+        raise ValueError(f"--baselines: unknown baseline(s) {unknown}; known: {sorted(CLASSICAL_METHODS)}")
     methods = {name: CLASSICAL_METHODS[name] for name in (CLASSICAL_METHODS if baselines is None else baselines)}
     for name, path in models.items():
         methods[name] = pipeline.torchscript_method(path)
     for name, path in (models_2d or {}).items():
         methods[name] = pipeline.torchscript_method(path, spatial_dims=2)
     return methods
+
+
+def methods_from_flags(pipeline: BundlePipeline, models: str = "", models_2d: str = "", baselines: str = "all"):
+    """The methods a script's flags name: ``models`` (3D) and ``models_2d`` (2D, slice by slice) as
+    ``name=path.ts[,...]``, ``baselines`` as ``all``, ``none`` or ``average,pca,...``. ValueError names a model
+    file that is missing or an unknown baseline."""
+    model_paths, model_paths_2d = parse_models(models), parse_models(models_2d)
+    for name, path in {**model_paths, **model_paths_2d}.items():
+        if not os.path.isfile(path):
+            raise ValueError(f"model {name}: file not found: {path}")
+    chosen = None if baselines == "all" else [] if baselines in ("none", "") else parse_names(baselines)
+    return default_methods(pipeline, model_paths, model_paths_2d, chosen)
 
 
 def summarize(rows: list[dict]) -> dict:
