@@ -49,7 +49,6 @@ def main(dataset_dir: str, split: str = "testing", case: int = 0, losses: str = 
     from scripts import fusion_measures as fm
     from scripts.data import load_fusion_datalist
     from scripts.losses import FusionLoss
-    from scripts.metrics import head_mask
 
     item = load_fusion_datalist(os.path.join(dataset_dir, "datalist.json"), split, dataset_dir)[case]
     if not item.get("regions"):
@@ -63,7 +62,7 @@ def main(dataset_dir: str, split: str = "testing", case: int = 0, losses: str = 
     regions = torch.as_tensor(np.asarray(nib.load(item["regions"]).dataobj))
     cube = tuple(slice(max((n - crop) // 2, 0), max((n - crop) // 2, 0) + min(crop, n)) for n in sources.shape[1:])
     sources, regions = sources[(slice(None), *cube)].contiguous(), regions[cube]
-    mask = head_mask(sources, pipeline.metrics["psnr"].mask_threshold)
+    mask = pipeline.head_mask(sources)
     parser = ConfigParser()
     parser.read_config(os.path.join(bundle_dir, "configs", "train.json"))
     known = {"paper": FusionLoss, "bundle": lambda: parser.get_parsed_content("loss")}

@@ -52,8 +52,6 @@ def main(dataset_dir: str, split: str = "validation", models: str = "", models_2
          max_cases: int = 0, bundle_dir: str = os.path.join(ROOT, "bundle")) -> str:
     """Break down each method's scores per source on ``split``; return the markdown table (fire prints it)."""
     pipeline = BundlePipeline(bundle_dir)  # puts the bundle, and so its ``scripts`` package, on the path
-    from scripts.metrics import head_mask
-
     try:
         methods = methods_from_flags(pipeline, models, models_2d, baselines)
     except ValueError as error:
@@ -67,10 +65,9 @@ def main(dataset_dir: str, split: str = "validation", models: str = "", models_2
     items = load_fusion_datalist(os.path.join(dataset_dir, "datalist.json"), split, dataset_dir)
     items = items[:max_cases] if max_cases else items
     rows: dict[str, list[dict]] = {name: [] for name in methods}
-    threshold = pipeline.metrics["psnr"].mask_threshold  # the head mask every metric is scored in
     for item in tqdm(items, desc="cases", unit="case"):
         for name, _, f, sources, _ in pipeline.fused_cases(item, methods):
-            mask = head_mask(sources[0], threshold)
+            mask = pipeline.head_mask(sources[0])
             try:
                 rows[name].append(breakdown(f[0, 0], sources[0, 0], sources[0, 1], mask))
             except ValueError as error:

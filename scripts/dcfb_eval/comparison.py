@@ -48,6 +48,8 @@ class BundlePipeline:
         from scripts import metrics
 
         self.metrics = {name: getattr(metrics, cls)() for name, cls in METRIC_CLASSES.items()}
+        # kept apart from the metrics: keep_metrics may drop the one it is read from
+        self.mask_threshold = self.metrics["psnr"].mask_threshold
         self.regional = metrics.RegionalPatternMetric()
 
     def keep_metrics(self, names: list[str]) -> None:
@@ -58,10 +60,14 @@ class BundlePipeline:
             raise ValueError(f"unknown {unknown}; known: {sorted(self.metrics)}")
         self.metrics = {k: v for k, v in self.metrics.items() if k in names}
 
-    def head_box(self, sources: torch.Tensor, margin: int = 10) -> tuple[slice, ...]:
+    def head_mask(self, sources: torch.Tensor) -> torch.Tensor:
+        """The head mask every metric is scored in: sources [2, *S] -> bool [*S]."""
         from scripts.metrics import head_mask
 
-        mask = head_mask(sources, self.metrics["psnr"].mask_threshold)
+        return head_mask(sources, self.mask_threshold)
+
+    def head_box(self, sources: torch.Tensor, margin: int = 10) -> tuple[slice, ...]:
+        mask = self.head_mask(sources)
         index = torch.nonzero(mask)
         if len(index) == 0:
             return tuple(slice(None) for _ in mask.shape)
