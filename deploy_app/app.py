@@ -36,11 +36,15 @@ DEFAULT_RULES = Path(__file__).with_name("series_selection_rules.json")
 @dataclass
 class FusionOptions:
     """What a site may set beyond the SDK's input, output and model paths (flags, or environment variables
-    for a MAP: DCFB_SELECTION_RULES, DCFB_WRITE_NIFTI, DCFB_WRITE_PREVIEW)."""
+    for a MAP: DCFB_SELECTION_RULES, DCFB_WRITE_NIFTI, DCFB_WRITE_PREVIEW, DCFB_PET_EMPHASIS).
+
+    ``pet_emphasis``: lambda in [0, 1] of the conditioned network (0 keeps more MRI, 1 more PET); None takes the
+    bundle's default (``pet_emphasis`` in its ``configs/inference.json``)."""
 
     rules_file: Path = DEFAULT_RULES
     write_nifti: bool = False
     write_preview: bool = False
+    pet_emphasis: float | None = None
 
 
 def load_selection_rules(path: Path) -> dict:
@@ -71,8 +75,11 @@ class DCFBFusionApp(Application):
         # Built first: they refuse an unwritable output folder or an unreadable model before any DICOM is read.
         writer = FusedSeriesWriterOperator(self, output_folder=output_folder, write_nifti=self.fusion_options.write_nifti,
                                            write_preview=self.fusion_options.write_preview, name="fused_series_writer")
-        inference = FusionInferenceOperator(self, model_path=Path(context.model_path), name="fusion_inference")
-        writer.model_description = f"DCFB network from bundle '{inference.bundle_dir.name}'"
+        inference = FusionInferenceOperator(self, model_path=Path(context.model_path),
+                                            pet_emphasis=self.fusion_options.pet_emphasis, name="fusion_inference")
+        writer.model_description = (f"DCFB network from bundle '{inference.bundle_dir.name}', "
+                                    f"PET emphasis {inference.pet_emphasis:.2f}")
+        writer.pet_emphasis = inference.pet_emphasis
 
         loader = CheckedDICOMDataLoaderOperator(self, CountCondition(self, 1), input_folder=input_folder,
                                                 name="dicom_study_loader")
@@ -104,8 +111,12 @@ def split_arguments(argv: list[str]) -> tuple[FusionOptions, list[str]]:
     parser.add_argument("--rules", type=Path, default=os.environ.get("DCFB_SELECTION_RULES", DEFAULT_RULES))
     parser.add_argument("--nifti", action="store_true", default=env_flag("DCFB_WRITE_NIFTI"))
     parser.add_argument("--preview", action="store_true", default=env_flag("DCFB_WRITE_PREVIEW"))
+    parser.add_argument("--pet_emphasis", type=float, default=os.environ.get("DCFB_PET_EMPHASIS") or None)
     ours, rest = parser.parse_known_args(argv[1:])
-    return FusionOptions(ours.rules, ours.nifti, ours.preview), [argv[0], *rest]
+    if ours.pet_emphasis is not None and not 0.0 <= float(ours.pet_emphasis) <= 1.0:
+        parser.error(f"--pet_emphasis (or DCFB_PET_EMPHASIS) must be in [0, 1], got {ours.pet_emphasis}")
+    emphasis = None if ours.pet_emphasis is None else float(ours.pet_emphasis)
+    return FusionOptions(ours.rules, ours.nifti, ours.preview, emphasis), [argv[0], *rest]
 
 
 def output_argument(sdk_argv: list[str]) -> Path:
@@ -116,7 +127,7 @@ def output_argument(sdk_argv: list[str]) -> Path:
 
 
 USAGE = """usage: python -m deploy_app -i DICOM_FOLDER -o OUTPUT_FOLDER -m BUNDLE_OR_MODEL_TS
-                          [--nifti] [--preview] [--rules RULES.json] [-l LEVEL]
+                          [--nifti] [--preview] [--rules RULES.json] [--pet_emphasis L] [-l LEVEL]
 Without -i/-o/-m the SDK's HOLOSCAN_INPUT_PATH, HOLOSCAN_OUTPUT_PATH and HOLOSCAN_MODEL_PATH are used."""
 
 

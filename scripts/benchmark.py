@@ -1,12 +1,20 @@
-"""Speed and memory of the DCFB network on this machine, with MONAI's BasicUNet as a yardstick.
+"""Speed and memory of the DCFB network on this machine, against its targets, with MONAI's BasicUNet of similar
+width as a yardstick and, given a local checkout, the paper's reference network (DC2Fusion, embed 48).
 
-    python scripts/benchmark.py                    # 128^3 and the full MNI grid, both networks
-    python scripts/benchmark.py --sizes 128 --repeats 3 --threads 2
+    python scripts/benchmark.py                               # 128^3 and the full MNI grid, fp32 and bf16
+    python scripts/benchmark.py --sizes 128 --modes forward --profile
+    python scripts/benchmark.py --reference_checkout /path/to/DC2Fusion
 
-Each (network, size, mode) runs in a fresh process so that its peak resident memory (ru_maxrss) is its
-own. "forward" is one inference pass (no_grad); "train" is one optimiser step with the bundle's
-FusionLoss (forward, loss, backward, Adam). The full grid 197x233x189 is padded to a multiple of 8.
-Prints a table; --json writes the figures too.
+Each (network, size, mode, precision) runs in a fresh process so that its peak resident memory is its own.
+"forward" is one inference pass; "train" one optimiser step with the bundle's loss (forward, loss, backward,
+Adam). "bf16" runs under ``torch.autocast("cpu", torch.bfloat16)``, which oneDNN maps onto AMX / AVX512-BF16 where
+the CPU has them (the table says which). ``--profile`` adds where the time of one forward goes by operator, the
+network's GFLOP per forward and the machine's measured fp32 and bf16 matmul ceilings, so that the distance to the
+hardware limit is a number.
+
+The reference network is imported from the checkout given (nothing is fetched); its code imports timm and
+scikit-image, of which the forward pass uses only timm's DropPath, to_2tuple and trunc_normal_: a stand-in module
+with those three is put on the path (timm's wheels pull a torchvision that does not load beside the CPU torch).
 """
 
 from __future__ import annotations
@@ -17,63 +25,176 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FULL = (197, 233, 189)
-TARGETS = {("dcfb", "128", "forward"): (0.7, None), ("dcfb", "128", "train"): (2.5, 3.0), ("dcfb", "full", "forward"): (4.0, None)}
-
-
-def _padded(shape, multiple=8):
-    return tuple(-(-s // multiple) * multiple for s in shape)
-
+# seconds, GB (None: no memory target)
+TARGETS = {
+    ("dcfb", "128", "forward"): (0.3, None),
+    ("dcfb", "full", "forward"): (1.5, None),
+    ("dcfb", "128", "train"): (2.0, 3.0),
+}
+REFERENCE_SPEEDUP_TARGET = 10.0  # DCFB at least 10x faster per forward at 128^3 than the paper's network
 
 sys.path.insert(0, os.path.join(ROOT, "bundle"))  # the bundle's scripts.* package
 
+TIMM_STAND_IN = '''"""Stand-in for the three timm helpers the DC2Fusion forward pass uses (benchmark only)."""
+import collections.abc
+import torch
+from torch.nn.init import trunc_normal_  # noqa: F401
 
-def _build(name: str):
+
+def to_2tuple(x):
+    return tuple(x) if isinstance(x, collections.abc.Iterable) else (x, x)
+
+
+class DropPath(torch.nn.Module):
+    def __init__(self, drop_prob=0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x):
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device) >= self.drop_prob
+        return x * keep / (1.0 - self.drop_prob)
+'''
+
+
+def cpu_bf16_support() -> str:
+    """What the CPU offers for bfloat16: 'AMX', 'AVX512-BF16' or 'none' (then autocast still runs, emulated)."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return "unknown"
+    return "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else "none"
+
+
+def _bundle_parser():
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(os.path.join(ROOT, "bundle", "configs", "train.json"))
+    return parser
+
+
+def _build(name: str, reference_checkout: str | None):
     if name == "dcfb":
-        from scripts.dcfb_net import DCFBNet
+        return _bundle_parser().get_parsed_content("network_def")
+    if name == "reference":
+        stand_in = tempfile.mkdtemp(prefix="timm-stand-in-")
+        os.makedirs(os.path.join(stand_in, "timm", "models"))
+        for init in ("timm/__init__.py", "timm/models/__init__.py"):
+            open(os.path.join(stand_in, init), "w").close()
+        with open(os.path.join(stand_in, "timm", "models", "layers.py"), "w") as f:
+            f.write(TIMM_STAND_IN)
+        os.makedirs(os.path.join(stand_in, "skimage"))
+        with open(os.path.join(stand_in, "skimage", "__init__.py"), "w") as f:
+            f.write('"""Stand-in: the reference forward pass does not use scikit-image."""\nfeature = None\n')
+        sys.path[:0] = [stand_in, os.path.abspath(reference_checkout)]
+        from models.DC2Fusion import DC2Fusion  # the checkout's own module
 
-        cfg = json.load(open(os.path.join(ROOT, "bundle", "configs", "train.json")))["network_def"]
-        return DCFBNet(**{k: v for k, v in cfg.items() if k != "_target_"})
+        return DC2Fusion(n_channels=1, embed_dim=48)
     from monai.networks.nets import BasicUNet
 
     return BasicUNet(spatial_dims=3, in_channels=2, out_channels=1, features=(16, 16, 32, 64, 128, 16))
 
 
-def measure_one(name: str, size: str, mode: str, repeats: int, threads: int) -> dict:
-    import torch
+def _run(name: str, net, x):
+    if name == "reference":  # two single-channel inputs, as in its training script
+        return net(x[:, 0:1], x[:, 1:2])
+    out = net(x)
+    return torch.sigmoid(out) if name == "basicunet" else out
 
+
+def measure_one(name: str, size: str, mode: str, precision: str, repeats: int, threads: int,
+                reference_checkout: str | None) -> dict:
     torch.set_num_threads(threads)
-    from scripts.losses import FusionLoss
-
-    shape = (128, 128, 128) if size == "128" else _padded(FULL)
-    net = _build(name)
+    shape = (128, 128, 128) if size == "128" else FULL
+    if name == "reference":  # its patch embedding and windows need multiples of 32
+        shape = tuple(-(-s // 32) * 32 for s in shape)
+    net = _build(name, reference_checkout)
     x = torch.rand((1, 2) + shape)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
     times = []
     if mode == "forward":
         net.eval()
-        with torch.no_grad():
+        with torch.inference_mode():
             for _ in range(repeats + 1):
                 start = time.perf_counter()
-                net(x)
+                with autocast:
+                    _run(name, net, x)
                 times.append(time.perf_counter() - start)
     else:
         net.train()
-        loss_fn = FusionLoss()
+        loss_fn = _bundle_parser().get_parsed_content("loss")  # the loss the bundle trains with
         optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
         for _ in range(repeats + 1):
             start = time.perf_counter()
             optimizer.zero_grad()
-            pred = torch.sigmoid(net(x)) if name == "basicunet" else net(x)
-            loss_fn(pred, x).backward()
+            with autocast:
+                pred = _run(name, net, x)
+            loss_fn(pred.float()[:, :1], x).backward()
             optimizer.step()
             times.append(time.perf_counter() - start)
     best = min(times[1:])  # the first pass warms up oneDNN kernels
-    return {"network": name, "size": size, "shape": list(shape), "mode": mode, "seconds": best,
-            "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+    return {"network": name, "size": size, "shape": list(shape), "mode": mode, "precision": precision,
+            "seconds": best, "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
             "parameters": sum(p.numel() for p in net.parameters())}
+
+
+def profile(threads: int) -> None:
+    """Where one fp32 forward at 128^3 goes, its GFLOP, and the machine's matmul ceilings."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.set_num_threads(threads)
+    net = _build("dcfb", None).eval()
+    x = torch.rand(1, 2, 128, 128, 128)
+    with torch.inference_mode():
+        net(x)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            net(x)
+        start = time.perf_counter()
+        net(x)
+        seconds = time.perf_counter() - start
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            net(x)
+    gflop = counter.get_total_flops() / 1e9
+    by_op = {}
+    for event in prof.key_averages():
+        by_op[event.key] = by_op.get(event.key, 0.0) + event.self_cpu_time_total / 1e6
+    total = sum(by_op.values())
+    print(f"\n[profile] one fp32 forward at 128^3, {threads} thread(s): {seconds:.3f} s; where the time goes:")
+    for op, t in sorted(by_op.items(), key=lambda kv: -kv[1])[:12]:
+        print(f"  {op:<40} {t:7.3f} s  {100 * t / total:5.1f} %")
+    ceilings = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.rand(2048, 2048, dtype=dtype), torch.rand(2048, 2048, dtype=dtype)
+        a @ b
+        start = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        ceilings[str(dtype).split(".")[-1]] = 5 * 2 * 2048**3 / (time.perf_counter() - start) / 1e9
+    print(f"[profile] network: {gflop:.1f} GFLOP per forward (convolutions and matmuls; grid_sample and "
+          f"normalisation not counted) -> {gflop / seconds:.1f} GFLOP/s achieved")
+    print(f"[profile] matmul ceiling on this machine: fp32 {ceilings['float32']:.0f} GFLOP/s, bf16 "
+          f"{ceilings['bfloat16']:.0f} GFLOP/s ({cpu_bf16_support()}); the forward reaches "
+          f"{100 * gflop / seconds / ceilings['float32']:.0f} % of the fp32 ceiling")
+
+
+def _target_text(r: dict) -> str:
+    target = TARGETS.get((r["network"], r["size"], r["mode"]))
+    if not target:
+        return ""
+    ok = r["seconds"] <= target[0] and (target[1] is None or r["peak_gb"] <= target[1])
+    return f"<={target[0]}s" + (f",{target[1]}GB" if target[1] else "") + (" ok" if ok else " MISSED")
 
 
 def main() -> None:
@@ -81,42 +202,63 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["128", "full"], choices=["128", "full"])
     parser.add_argument("--networks", nargs="+", default=["dcfb", "basicunet"], choices=["dcfb", "basicunet"])
     parser.add_argument("--modes", nargs="+", default=["forward", "train"], choices=["forward", "train"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--reference_checkout", help="a local checkout of the paper's DC2Fusion code: adds its row")
+    parser.add_argument("--profile", action="store_true", help="operator profile, GFLOP and matmul ceilings")
     parser.add_argument("--json", help="also write the rows to this file")
-    parser.add_argument("--_one", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--_one", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._one:
-        print(json.dumps(measure_one(*args._one, args.repeats, args.threads)))
+        print(json.dumps(measure_one(*args._one, args.repeats, args.threads, args.reference_checkout)))
         return
+    networks = list(args.networks)
+    if args.reference_checkout:
+        if not os.path.isfile(os.path.join(args.reference_checkout, "models", "DC2Fusion.py")):
+            parser.error(f"--reference_checkout {args.reference_checkout}: no models/DC2Fusion.py there")
+        networks.append("reference")
     rows = []
     for size in args.sizes:
         for mode in args.modes:
-            for name in args.networks:
-                print(f"[benchmark] {name} {mode} at {size} ...", file=sys.stderr, flush=True)
-                proc = subprocess.run([sys.executable, __file__, "--_one", name, size, mode, "--repeats",
-                                       str(args.repeats), "--threads", str(args.threads)], capture_output=True, text=True)
-                if proc.returncode != 0:
-                    rows.append({"network": name, "size": size, "mode": mode, "error": proc.stderr.strip().splitlines()[-1:]})
-                    continue
-                rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    print(f"\nthreads: {args.threads}, best of {args.repeats} after one warm-up\n")
-    print(f"{'network':<10} {'params':>9} {'size':<12} {'mode':<8} {'seconds':>8} {'peak GB':>8} {'vs BasicUNet':>13} {'target':>14}")
+            for name in networks:
+                for precision in args.precisions:
+                    if name == "reference" and (mode != "forward" or size != "128" or precision != "fp32"):
+                        continue  # the comparison the target names: one fp32 forward at 128^3
+                    print(f"[benchmark] {name} {mode} at {size}, {precision} ...", file=sys.stderr, flush=True)
+                    cmd = [sys.executable, __file__, "--_one", name, size, mode, precision, "--repeats",
+                           str(args.repeats), "--threads", str(args.threads)]
+                    if args.reference_checkout:
+                        cmd += ["--reference_checkout", args.reference_checkout]
+                    proc = subprocess.run(cmd, capture_output=True, text=True)
+                    if proc.returncode != 0:
+                        rows.append({"network": name, "size": size, "mode": mode, "precision": precision,
+                                     "error": proc.stderr.strip().splitlines()[-1:]})
+                        continue
+                    rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    print(f"\nthreads: {args.threads}, best of {args.repeats} after one warm-up; bf16 on this CPU: {cpu_bf16_support()}\n")
+    print(f"{'network':<10} {'params':>11} {'size':<12} {'mode':<8} {'prec':<5} {'seconds':>8} {'peak GB':>8} "
+          f"{'vs BasicUNet':>13} {'target':>16}")
     for r in rows:
         if "error" in r:
-            print(f"{r['network']:<10} {'':>9} {r['size']:<12} {r['mode']:<8} failed: {r['error']}")
+            print(f"{r['network']:<10} {'':>11} {r['size']:<12} {r['mode']:<8} {r['precision']:<5} failed: {r['error']}")
             continue
         ref = next((o for o in rows if o.get("network") == "basicunet" and o["size"] == r["size"]
-                    and o["mode"] == r["mode"] and "error" not in o), None)
-        ratio = f"{r['seconds'] / ref['seconds']:.2f}x" if ref and r["network"] != "basicunet" else ""
-        target = TARGETS.get((r["network"], r["size"], r["mode"]))
-        target_text = ""
-        if target:
-            ok = r["seconds"] <= target[0] and (target[1] is None or r["peak_gb"] <= target[1])
-            target_text = f"<={target[0]}s" + (f",{target[1]}GB" if target[1] else "") + (" ok" if ok else " MISSED")
+                    and o["mode"] == r["mode"] and o["precision"] == r["precision"] and "error" not in o), None)
+        ratio = f"{r['seconds'] / ref['seconds']:.2f}x" if ref and r["network"] == "dcfb" else ""
         shape = "x".join(str(s) for s in r["shape"])
-        print(f"{r['network']:<10} {r['parameters']:>9,} {shape:<12} {r['mode']:<8} {r['seconds']:>8.2f} "
-              f"{r['peak_gb']:>8.2f} {ratio:>13} {target_text:>14}")
+        print(f"{r['network']:<10} {r['parameters']:>11,} {shape:<12} {r['mode']:<8} {r['precision']:<5} "
+              f"{r['seconds']:>8.2f} {r['peak_gb']:>8.2f} {ratio:>13} {_target_text(r):>16}")
+    reference = next((r for r in rows if r["network"] == "reference" and "error" not in r), None)
+    ours = next((r for r in rows if r["network"] == "dcfb" and r["size"] == "128" and r["mode"] == "forward"
+                 and r["precision"] == "fp32" and "error" not in r), None)
+    if reference and ours:
+        speedup = reference["seconds"] / ours["seconds"]
+        verdict = "ok" if speedup >= REFERENCE_SPEEDUP_TARGET else "MISSED"
+        print(f"\nDCFB against the paper's network, fp32 forward at 128^3: {speedup:.1f}x faster "
+              f"(target >= {REFERENCE_SPEEDUP_TARGET:g}x {verdict})")
+    if args.profile:
+        profile(args.threads)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from dcfb_data.cohort import simulate_subject  # noqa: E402
+from dcfb_data.cohort import FAMILIES, simulate_subject  # noqa: E402
 from dcfb_data.cohort_files import split_entries, subject_id, write_datalist, write_subject  # noqa: E402
 from dcfb_data.template import load_template  # noqa: E402
 
@@ -28,11 +28,11 @@ logger = logging.getLogger("generate_cohort")
 
 
 def _one(args) -> dict:
-    output_dir, seed, index, size, fraction_alzheimer, atrophy, threads = args
+    output_dir, seed, index, size, fraction_alzheimer, atrophy, family, threads = args
     import torch
 
     torch.set_num_threads(threads)
-    subject = simulate_subject(load_template(size), seed, index, None, fraction_alzheimer, atrophy)
+    subject = simulate_subject(load_template(size), seed, index, None, fraction_alzheimer, atrophy, family)
     return write_subject(subject, output_dir, subject_id(index))
 
 
@@ -46,6 +46,7 @@ def generate(
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     workers: int | None = None,
+    family: str = "standard",
 ) -> str:
     """Generate ``n_subjects`` subjects into ``output_dir``; returns the datalist path.
 
@@ -53,7 +54,12 @@ def generate(
         size: ``None`` for the full 1 mm MNI grid (197x233x189), or the number of voxels along the
             longest axis of a coarser isotropic grid (e.g. 64) for fast tests.
         workers: processes (default: the number of CPU cores).
+        family: ``standard`` (the training cohort's ranges) or ``heldout`` (settings the training never used:
+            larger deformations, other head sizes and T1 contrast, more MR noise and bias, coarser and noisier
+            PET); see ``dcfb_data.cohort.FAMILIES``.
     """
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {sorted(FAMILIES)}, got {family!r}")
     if not isinstance(n_subjects, int) or isinstance(n_subjects, bool) or n_subjects < 1:
         raise ValueError(f"n_subjects must be a positive integer, got {n_subjects!r}")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 16):
@@ -65,7 +71,7 @@ def generate(
     workers = max(1, min(int(workers or os.cpu_count() or 1), n_subjects))
     threads = max(1, (os.cpu_count() or 1) // workers)
     start = time.perf_counter()
-    jobs = [(output_dir, seed, i, size, fraction_alzheimer, atrophy, threads) for i in range(n_subjects)]
+    jobs = [(output_dir, seed, i, size, fraction_alzheimer, atrophy, family, threads) for i in range(n_subjects)]
     with tqdm(total=n_subjects, desc="subjects", unit="subject") as bar:
         if workers == 1:
             entries = []
@@ -82,7 +88,7 @@ def generate(
     path = write_datalist(output_dir, splits, {
         "name": "DCFB simulated MRI/FDG-PET cohort",
         "description": "Simulated from the MNI152 2009 template; see MNI_COPYRIGHT.txt",
-        "seed": seed, "size": size, "numTraining": len(splits["training"]),
+        "seed": seed, "size": size, "family": family, "numTraining": len(splits["training"]),
         "numValidation": len(splits["validation"]), "numTest": len(splits["testing"]),
     })
     elapsed = time.perf_counter() - start

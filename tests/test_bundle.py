@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigParser, ConfigWorkflow
 
 TINY = {"patch_size": [32, 32, 32], "val_roi_size": [32, 32, 32], "max_epochs": 1}
 
@@ -92,10 +92,9 @@ def test_verify_net_in_out_and_torchscript_export(trained_bundle):
     assert export.returncode == 0, export.stderr[-2000:]
     sys.path.insert(0, trained_bundle)
     try:
-        from scripts.dcfb_net import DCFBNet
-
-        cfg = json.load(open(os.path.join(trained_bundle, "configs", "inference.json")))["network_def"]
-        net = DCFBNet(**{k: v for k, v in cfg.items() if k != "_target_"})
+        parser = ConfigParser()
+        parser.read_config(os.path.join(trained_bundle, "configs", "inference.json"))
+        net = parser.get_parsed_content("network_def")
         net.load_state_dict(torch.load(os.path.join(trained_bundle, "models", "model.pt"), map_location="cpu"))
     finally:
         sys.path.remove(trained_bundle)

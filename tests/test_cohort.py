@@ -125,3 +125,22 @@ def test_generator_bad_arguments(tmp_path, args, message):
     assert proc.returncode != 0
     assert message in proc.stderr
     assert not (tmp_path / "c" / "datalist.json").exists()
+
+
+def test_heldout_family_draws_outside_the_training_ranges_and_leaves_the_standard_family_alone(template):
+    from dcfb_data.cohort import FAMILIES
+
+    standard = simulate_subject(template, 5, 2)
+    again = simulate_subject(template, 5, 2, family="standard")
+    heldout = simulate_subject(template, 5, 2, family="heldout")
+    np.testing.assert_array_equal(standard.mri, again.mri)
+    assert standard.record["family"] == "standard" and heldout.record["family"] == "heldout"
+    train, test = FAMILIES["standard"], FAMILIES["heldout"]
+    assert test.deformation_mm[0] >= train.deformation_mm[1] and test.pet_fwhm_mm[0] > train.pet_fwhm_mm[1]
+    assert train.deformation_mm[0] <= standard.record["mri"]["deformation_max_mm"] <= train.deformation_mm[1]
+    assert test.deformation_mm[0] <= heldout.record["mri"]["deformation_max_mm"] <= test.deformation_mm[1]
+    assert test.pet_fwhm_mm[0] <= heldout.record["pet"]["fwhm_mm"] <= test.pet_fwhm_mm[1]
+    assert heldout.record["mri"]["head_scale"] != 1.0 and heldout.record["mri"]["t1_gamma"] != 1.0
+    assert not np.array_equal(standard.mri, heldout.mri)
+    with pytest.raises(ValueError, match="family"):
+        simulate_subject(template, 5, 2, family="other")

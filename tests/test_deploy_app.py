@@ -41,7 +41,7 @@ def series_files(folder) -> list[pydicom.Dataset]:
     return [pydicom.dcmread(p) for p in sorted(Path(folder).glob("*.dcm"))]
 
 
-def bundle_inference(bundle: str, study: str, work: Path) -> nib.Nifti1Image:
+def bundle_inference(bundle: str, study: str, work: Path, **override) -> nib.Nifti1Image:
     """The bundle's own inference.json on the MR and PT of ``study`` read by MONAI's PydicomReader."""
     case = work / "data" / "case"
     case.mkdir(parents=True)
@@ -53,7 +53,7 @@ def bundle_inference(bundle: str, study: str, work: Path) -> nib.Nifti1Image:
     (work / "data" / "datalist.json").write_text(json.dumps(datalist))
     wf = ConfigWorkflow(config_file=os.path.join(bundle, "configs", "inference.json"),
                         meta_file=os.path.join(bundle, "configs", "metadata.json"), workflow_type="infer",
-                        bundle_root=bundle, dataset_dir=str(work / "data"), output_dir=str(work / "eval"))
+                        bundle_root=bundle, dataset_dir=str(work / "data"), output_dir=str(work / "eval"), **override)
     wf.initialize()
     wf.run()
     wf.finalize()
@@ -109,6 +109,21 @@ def test_axial_study_fused_read_back_equals_bundle_inference(tiny_study, app_bun
     logs = proc.stdout + proc.stderr
     patient = pydicom.dcmread(next((Path(tiny_study) / "MR").iterdir()))
     assert str(patient.PatientName) not in logs and str(patient.PatientID) not in logs
+
+
+def test_pet_emphasis_flag_and_variable_reach_the_network_and_the_outputs(tiny_study, app_bundle, tmp_path):
+    out = tmp_path / "out"
+    proc = run_app(tiny_study, out, app_bundle, env={"DCFB_PET_EMPHASIS": "0.9"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "fusion_summary.json").read_text())["pet_emphasis"] == 0.9
+    assert "PET emphasis 0.90" in series_files(out / "fused_dicom")[0].DerivationDescription
+    fused, _ = read_series(str(out / "fused_dicom"))
+    reference = bundle_inference(app_bundle, tiny_study, tmp_path / "bundle", pet_emphasis=0.9).get_fdata()
+    assert np.abs(fused - reference).max() <= float(RESCALE_SLOPE) * 0.5 + 1e-5
+    default = bundle_inference(app_bundle, tiny_study, tmp_path / "default").get_fdata()
+    assert np.abs(default - reference).max() > 10 * float(RESCALE_SLOPE)  # the emphasis changed the fusion
+    refused = run_app(tiny_study, tmp_path / "out2", app_bundle, "--pet_emphasis", "1.5")
+    assert refused.returncode == 2 and "pet_emphasis" in refused.stderr and not (tmp_path / "out2").exists()
 
 
 def test_oblique_sagittal_mr_with_pet_in_another_frame_is_registered_and_fused(oblique_study, app_bundle, tmp_path):

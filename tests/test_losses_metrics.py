@@ -128,23 +128,25 @@ def test_vif_term_is_the_metric_in_smooth_form():
         FusionLoss(vif_weights=(1.0,))
 
 
-def test_source_balance_term_is_the_gap_between_the_two_ssims():
-    """|SSIM(F, MRI) - SSIM(F, PET)|: equal for a copy of either source (the same SSIM pair, swapped), the two
-    SSIM losses' difference in general, smaller for a blend nearer the balance, and it adds to the SSIM terms."""
-    mri, pet = _pattern(4), _pattern(5)
-    target = torch.cat([mri, pet], 1)
-    only_balance = FusionLoss(ssim_weights=(0, 0), ncc_weights=(0, 0), l1_weights=(0, 0), source_balance_weight=1.0)
-    ssim = SeparableSSIMLoss(spatial_dims=3)
-    gap = float(ssim(mri, pet)[0, 0])  # SeparableSSIMLoss gives 1 - SSIM
-    assert float(only_balance(mri, target)) == pytest.approx(gap, abs=1e-5)
-    assert float(only_balance(pet, target)) == pytest.approx(gap, abs=1e-5)
-    leaning = (0.8 * mri + 0.2 * pet).requires_grad_(True)
-    expected = abs(float(ssim(leaning.detach(), mri)[0, 0] - ssim(leaning.detach(), pet)[0, 0]))
-    loss = only_balance(leaning, target)
-    assert float(loss) == pytest.approx(expected, abs=1e-5)
-    assert float(only_balance(0.5 * mri + 0.5 * pet, target)) < float(loss) < gap
-    loss.backward()
-    assert leaning.grad is not None and torch.isfinite(leaning.grad).all() and leaning.grad.abs().sum() > 0
-    with_ssim = FusionLoss(ncc_weights=(0, 0), l1_weights=(0, 0), ssim_weights=(1, 1), source_balance_weight=2.0)
-    plain = FusionLoss(ncc_weights=(0, 0), l1_weights=(0, 0), ssim_weights=(1, 1))
-    assert float(with_ssim(leaning.detach(), target)) == pytest.approx(float(plain(leaning.detach(), target)) + 2 * expected, abs=1e-5)
+def test_pet_emphasis_scales_the_per_source_weights():
+    from scripts.conditioning import EmphasisBatch, EmphasisTarget
+
+    torch.manual_seed(0)
+    target, pred = torch.rand(2, 2, 16, 16, 16), torch.rand(2, 1, 16, 16, 16)
+    loss = FusionLoss(ssim_weights=(1, 1), ncc_weights=(0, 0), l1_weights=(0, 0), lowpass_weights=(0, 0.5))
+    mri_only = FusionLoss(ssim_weights=(1, 0), ncc_weights=(0, 0), l1_weights=(0, 0))
+    pet_only = FusionLoss(ssim_weights=(0, 1), ncc_weights=(0, 0), l1_weights=(0, 0), lowpass_weights=(0, 0.5))
+    assert torch.allclose(loss(pred, target, 0.5), loss(pred, target))
+    assert torch.allclose(loss(pred, target, 0.0), 2 * mri_only(pred, target))
+    assert torch.allclose(loss(pred, target, 1.0), 2 * pet_only(pred, target))
+    # per sample: each item of the batch with its own lambda
+    lam = torch.tensor([0.0, 1.0])
+    per_item = (2 * mri_only(pred[:1], target[:1]) + 2 * pet_only(pred[1:], target[1:])) / 2
+    assert torch.allclose(loss(pred, EmphasisTarget(target, lam)), per_item)
+    with pytest.raises(ValueError, match="pet_emphasis"):
+        loss(pred, target, 1.5)
+    image, label, args, kwargs = EmphasisBatch(0.2, 0.4)({"image": target}, "cpu")
+    assert image is label.sources and args == () and kwargs["pet_emphasis"] is label.pet_emphasis
+    assert label.pet_emphasis.shape == (2,) and bool(((label.pet_emphasis >= 0.2) & (label.pet_emphasis <= 0.4)).all())
+    with pytest.raises(ValueError, match="low <= high"):
+        EmphasisBatch(0.6, 0.4)

@@ -1,4 +1,5 @@
 import math
+import os
 
 import pytest
 import torch
@@ -105,3 +106,59 @@ def test_slicewise_net_fuses_each_axial_slice_alone_and_exports():
         SliceWiseNet(DCFBNet(spatial_dims=3, features=(8, 16)))
     with pytest.raises(ValueError, match=r"\[B, C, H, W, D\]"):
         net(torch.rand(1, 2, 16, 16))
+
+
+def test_head_adds_a_smooth_level_to_full_resolution_detail():
+    """The head is not a convex mix: with the MRI gain at 1, the PET gain at 0 and an offset of 0.2 the output is
+    the MRI plus 0.2 (a convex mix of MRI, PET and a synthesised image cannot lift the MRI's full contrast)."""
+    net = DCFBNet(features=(8, 16)).eval()
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.copy_(torch.tensor([1.0, 0.0, 0.2]))
+        x = torch.rand(1, 2, 16, 16, 16) * 0.5
+        assert torch.allclose(net(x), x[:, 0:1] + 0.2, atol=1e-6)
+
+
+def test_pet_emphasis_conditions_the_output_and_is_a_buffer_of_the_exported_model():
+    torch.manual_seed(0)
+    net = DCFBNet(features=(8, 16), pet_emphasis=0.3).eval()
+    x = torch.rand(1, 2, 16, 16, 16)
+    with torch.no_grad():
+        # FiLM starts as the identity: lambda changes nothing until trained
+        assert torch.allclose(net(x, torch.tensor([0.0])), net(x, torch.tensor([1.0])))
+        for film in [net.deepest_film, net.detail_film, *net.decoder_films]:
+            film.mlp[2].weight.normal_(0, 0.5)
+        low, high = net(x, torch.tensor([0.1])), net(x, torch.tensor([0.9]))
+        assert (low - high).abs().max() > 1e-3
+        assert torch.allclose(net(x), net(x, torch.tensor([0.3])))  # the buffer is the default lambda
+        scripted = torch.jit.script(net)
+        scripted.pet_emphasis.fill_(0.9)
+        assert torch.allclose(scripted(x), high, atol=1e-5)
+    assert "pet_emphasis" not in net.state_dict()  # a setting, not a weight: checkpoints do not override it
+    with pytest.raises(ValueError, match="pet_emphasis"):
+        DCFBNet(features=(8, 16), pet_emphasis=1.5)
+
+
+def test_configured_inferer_fuses_a_volume_larger_than_a_window_in_one_pass_without_seams():
+    """inference.json's inferer on a volume larger than its 128^3 fallback window: one pass (equal to the network on
+    the whole volume), so no window's statistics show as a step; forcing windows changes the image, which is what
+    this test would catch if sliding windows came back."""
+    from monai.bundle import ConfigParser
+
+    from scripts.inferers import WholeVolumeInferer
+
+    parser = ConfigParser()
+    parser.read_config(os.path.join(os.path.dirname(__file__), "..", "bundle", "configs", "inference.json"))
+    inferer = parser.get_parsed_content("inferer")
+    assert isinstance(inferer, WholeVolumeInferer)
+    torch.manual_seed(0)
+    net = DCFBNet(features=(8, 16, 32)).eval()
+    x = torch.zeros(1, 2, 144, 136, 40)
+    x[:, :, 20:124, 16:120, 6:34] = torch.rand(1, 2, 104, 104, 28) * 0.5 + 0.3  # a "head" on a flat background
+    with torch.no_grad():
+        whole = net(x)
+        fused = inferer(x, net)
+        windows = WholeVolumeInferer(max_voxels=1, roi_size=(64, 64, 64), overlap=0.25)(x, net)
+    assert not inferer.uses_windows(x) and x.shape[2] > inferer.roi_size[0]
+    assert (fused - whole).abs().max() < 1e-6
+    assert (windows - whole).abs().max() > 1e-3

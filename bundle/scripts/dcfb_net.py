@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Conv
 
-__all__ = ["DeformableCrossAttention", "CrossFeatureBlend", "DCFBNet"]
+__all__ = ["DeformableCrossAttention", "CrossFeatureBlend", "EmphasisFiLM", "DCFBNet"]
 
 
 def _reference_grid(shape: list[int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -44,8 +44,9 @@ class DeformableCrossAttention(nn.Module):
     Shapes: ``query``, ``context`` [B, C, *S] -> [B, C, *S].
     """
 
-    def __init__(self, spatial_dims: int, channels: int, num_heads: int = 4, num_points: int = 4,
-                 max_offset: float = 4.0) -> None:
+    def __init__(
+        self, spatial_dims: int, channels: int, num_heads: int = 4, num_points: int = 4, max_offset: float = 4.0
+    ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
@@ -102,14 +103,22 @@ class CrossFeatureBlend(nn.Module):
     Shapes: ``mri``, ``pet`` [B, C, *S] -> (blended [B, C, *S], mri' [B, C, *S], pet' [B, C, *S]).
     """
 
-    def __init__(self, spatial_dims: int, channels: int, num_heads: int = 4, num_points: int = 4,
-                 max_offset: float = 4.0, cross_attention: bool = True) -> None:
+    def __init__(
+        self,
+        spatial_dims: int,
+        channels: int,
+        num_heads: int = 4,
+        num_points: int = 4,
+        max_offset: float = 4.0,
+        cross_attention: bool = True,
+    ) -> None:
         super().__init__()
         conv = Conv[Conv.CONV, spatial_dims]
         # (MRI attends to PET, PET attends to MRI), or nothing: no unused parameters (DDP refuses them)
         self.cross = nn.ModuleList(
             [DeformableCrossAttention(spatial_dims, channels, num_heads, num_points, max_offset) for _ in range(2)]
-            if cross_attention else []
+            if cross_attention
+            else []
         )
         self.gate = conv(2 * channels, channels, kernel_size=1)
         self.merge = Convolution(spatial_dims, 2 * channels, channels, kernel_size=1, act="LEAKYRELU", norm="INSTANCE")
@@ -135,10 +144,12 @@ class _Encoder(nn.Module):
         levels = []
         in_ch = 1
         for f in features:
-            levels.append(nn.Sequential(
-                Convolution(spatial_dims, in_ch, f, strides=2, kernel_size=3, act="LEAKYRELU", norm="INSTANCE"),
-                Convolution(spatial_dims, f, f, kernel_size=3, act="LEAKYRELU", norm="INSTANCE"),
-            ))
+            levels.append(
+                nn.Sequential(
+                    Convolution(spatial_dims, in_ch, f, strides=2, kernel_size=3, act="LEAKYRELU", norm="INSTANCE"),
+                    Convolution(spatial_dims, f, f, kernel_size=3, act="LEAKYRELU", norm="INSTANCE"),
+                )
+            )
             in_ch = f
         self.levels = nn.ModuleList(levels)
 
@@ -150,14 +161,37 @@ class _Encoder(nn.Module):
         return out
 
 
+class EmphasisFiLM(nn.Module):
+    """Feature-wise linear modulation by the PET emphasis: ``x * (1 + gamma(lambda)) + beta(lambda)``.
+
+    A two-layer perceptron maps lambda to per-channel (gamma, beta); its last layer starts at zero, so an
+    untrained FiLM is the identity.
+
+    Shapes: ``x`` [B, C, *S], ``emphasis`` [B] -> [B, C, *S].
+    """
+
+    def __init__(self, channels: int, hidden: int = 16) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(1, hidden), nn.LeakyReLU(0.01), nn.Linear(hidden, 2 * channels))
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def forward(self, x: torch.Tensor, emphasis: torch.Tensor) -> torch.Tensor:
+        gamma, beta = torch.chunk(self.mlp(emphasis.reshape(-1, 1).to(x.dtype)), 2, dim=1)
+        shape = [x.shape[0], x.shape[1]] + [1] * (x.ndim - 2)
+        return x * (1.0 + gamma.reshape(shape)) + beta.reshape(shape)
+
+
 class DCFBNet(nn.Module):
-    """Unsupervised MRI-PET fusion network.
+    """Unsupervised MRI-PET fusion network, conditioned on a PET emphasis lambda in [0, 1].
 
     Two encoders (or one shared) at 1/2, 1/4, 1/8 (...) resolution; DCFB blocks on the coarser levels
-    (``attention_levels``), a gated blend on the others; a decoder with skips that predicts, at half
-    resolution, three blend weights (softmax) and a synthesised image; upsampled, they mix the
-    full-resolution MRI, PET and synthesised image, so the output stays in [0, 1] and keeps the
-    inputs' full-resolution detail without full-resolution convolutions.
+    (``attention_levels``), a gated blend on the others; a decoder with skips, modulated by lambda (FiLM)
+    at every level. The head predicts, at half resolution, a gain for the MRI, a gain for the PET and an
+    offset; upsampled, they give ``base = g_mri * MRI + g_pet * PET + offset`` on the full-resolution
+    inputs, so a smooth PET level can be added to the MRI's full-contrast detail (a convex mix of the
+    sources cannot do that). A small full-resolution detail path (two convolutions on MRI, PET and base)
+    adds a residual; the output is clipped to [0, 1].
 
     Args:
         spatial_dims: 2 or 3.
@@ -167,57 +201,110 @@ class DCFBNet(nn.Module):
         attention_levels: indices of the levels with DCFB blocks (default: all but the first).
         shared_encoder: one encoder for both modalities (ablation).
         cross_attention: False keeps the blend but drops the attention (ablation).
+        detail_channels: channels of the full-resolution detail path (at least 1).
+        pet_emphasis: the lambda used when ``forward`` is not given one (0 favours the MRI, 1 the PET);
+            a buffer, so it can be changed on a loaded TorchScript model
+            (``model.pet_emphasis.fill_(0.7)``), and not part of the checkpoint.
 
-    Shapes: ``image`` [B, 2, *S] (channel 0 MRI, 1 PET, each in [0, 1]) -> ``pred`` [B, 1, *S] in [0, 1].
+    Shapes: ``image`` [B, 2, *S] (channel 0 MRI, 1 PET, each in [0, 1]), optional ``pet_emphasis`` [B]
+    -> ``pred`` [B, 1, *S] in [0, 1].
     """
 
-    def __init__(self, spatial_dims: int = 3, features: Sequence[int] = (16, 32, 64),
-                 num_heads: int = 4, num_points: int = 4, max_offset: float = 4.0,
-                 attention_levels: Sequence[int] | None = None, shared_encoder: bool = False,
-                 cross_attention: bool = True) -> None:
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        features: Sequence[int] = (16, 32, 64),
+        num_heads: int = 4,
+        num_points: int = 4,
+        max_offset: float = 4.0,
+        attention_levels: Sequence[int] | None = None,
+        shared_encoder: bool = False,
+        cross_attention: bool = True,
+        detail_channels: int = 8,
+        pet_emphasis: float = 0.5,
+    ) -> None:
         super().__init__()
         for name, flag in (("shared_encoder", shared_encoder), ("cross_attention", cross_attention)):
             # a command-line override such as `--network_def#cross_attention false` arrives as the string
             # 'false', which is truthy: refuse it rather than train the wrong network
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be a bool (True or False on the command line), got {flag!r}")
+        if int(detail_channels) < 1:
+            raise ValueError(f"detail_channels must be at least 1, got {detail_channels!r}")
+        if not 0.0 <= float(pet_emphasis) <= 1.0:
+            raise ValueError(f"pet_emphasis must be in [0, 1], got {pet_emphasis!r}")
         features = tuple(int(f) for f in features)
         if len(features) < 2:
             raise ValueError(f"features needs at least two levels, got {features}")
         if attention_levels is None:
             attention_levels = tuple(range(1, len(features)))
+        conv = Conv[Conv.CONV, spatial_dims]
         self.spatial_dims = spatial_dims
         self.divisor = 2 ** len(features)
+        self.register_buffer("pet_emphasis", torch.tensor(float(pet_emphasis)), persistent=False)
         self.mri_encoder = _Encoder(spatial_dims, features)
         self.pet_encoder = self.mri_encoder if shared_encoder else _Encoder(spatial_dims, features)
-        self.blends = nn.ModuleList([
-            CrossFeatureBlend(spatial_dims, f, num_heads, num_points, max_offset,
-                              cross_attention=cross_attention and (i in attention_levels))
-            for i, f in enumerate(features)
-        ])
+        self.blends = nn.ModuleList(
+            [
+                CrossFeatureBlend(
+                    spatial_dims,
+                    f,
+                    num_heads,
+                    num_points,
+                    max_offset,
+                    cross_attention=cross_attention and (i in attention_levels),
+                )
+                for i, f in enumerate(features)
+            ]
+        )
+        self.deepest_film = EmphasisFiLM(features[-1])
         # deepest first, so that forward() can enumerate them (TorchScript indexes ModuleLists by literals)
-        self.decoders = nn.ModuleList([
-            Convolution(spatial_dims, features[i + 1] + features[i], features[i], kernel_size=3,
-                        act="LEAKYRELU", norm="INSTANCE")
-            for i in range(len(features) - 2, -1, -1)
-        ])
-        self.head = Conv[Conv.CONV, spatial_dims](features[0], 4, kernel_size=3, padding=1)
+        self.decoders = nn.ModuleList(
+            [
+                Convolution(
+                    spatial_dims,
+                    features[i + 1] + features[i],
+                    features[i],
+                    kernel_size=3,
+                    act="LEAKYRELU",
+                    norm="INSTANCE",
+                )
+                for i in range(len(features) - 2, -1, -1)
+            ]
+        )
+        self.decoder_films = nn.ModuleList([EmphasisFiLM(features[i]) for i in range(len(features) - 2, -1, -1)])
+        # (MRI gain, PET gain, offset), starting near the average of the sources: small weights, not zero
+        # ones, so that the gradient reaches the decoder and the attention from the first step
+        self.head = conv(features[0], 3, kernel_size=3, padding=1)
+        with torch.no_grad():
+            self.head.weight.mul_(0.1)
+            self.head.bias.copy_(torch.tensor([0.5, 0.5, 0.0]))
+        # full resolution, few channels: the only convolutions that see the inputs' finest detail
+        self.detail_in = conv(3, detail_channels, kernel_size=3, padding=1)
+        self.detail_film = EmphasisFiLM(detail_channels)
+        self.detail_out = conv(detail_channels, 1, kernel_size=3, padding=1)
+        nn.init.zeros_(self.detail_out.weight)
+        nn.init.zeros_(self.detail_out.bias)
         self.upsample_mode = "trilinear" if spatial_dims == 3 else "bilinear"
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, pet_emphasis: torch.Tensor | None = None) -> torch.Tensor:
         mri, pet = image[:, 0:1], image[:, 1:2]
+        if pet_emphasis is None:
+            emphasis = self.pet_emphasis.to(image.dtype).expand(image.shape[0])
+        else:
+            emphasis = pet_emphasis.to(device=image.device, dtype=image.dtype).reshape(-1).expand(image.shape[0])
         mri_feats = self.mri_encoder(mri)
         pet_feats = self.pet_encoder(pet)
         blended: list[torch.Tensor] = []
         for i, blend in enumerate(self.blends):
             b, _, _ = blend(mri_feats[i], pet_feats[i])
             blended.append(b)
-        x = blended[-1]
-        for j, decoder in enumerate(self.decoders):
+        x = self.deepest_film(blended[-1], emphasis)
+        for j, (decoder, film) in enumerate(zip(self.decoders, self.decoder_films)):
             skip = blended[len(blended) - 2 - j]
             x = F.interpolate(x, size=skip.shape[2:], mode=self.upsample_mode, align_corners=False)
-            x = decoder(torch.cat([x, skip], dim=1))
-        out = F.interpolate(self.head(x), size=image.shape[2:], mode=self.upsample_mode, align_corners=False)
-        weights = torch.softmax(out[:, 0:3], dim=1)
-        synthesised = torch.sigmoid(out[:, 3:4])
-        return weights[:, 0:1] * mri + weights[:, 1:2] * pet + weights[:, 2:3] * synthesised
+            x = film(decoder(torch.cat([x, skip], dim=1)), emphasis)
+        coefficients = F.interpolate(self.head(x), size=image.shape[2:], mode=self.upsample_mode, align_corners=False)
+        base = coefficients[:, 0:1] * mri + coefficients[:, 1:2] * pet + coefficients[:, 2:3]
+        hidden = F.leaky_relu(self.detail_film(self.detail_in(torch.cat([mri, pet, base], dim=1)), emphasis), 0.01)
+        return torch.clamp(base + self.detail_out(hidden), 0.0, 1.0)

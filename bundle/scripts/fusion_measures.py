@@ -34,7 +34,9 @@ def entropy(x: torch.Tensor, mask: torch.Tensor, bins: int = HISTOGRAM_BINS) -> 
     return -(p * p.log2()).sum()
 
 
-def mutual_information(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, bins: int = HISTOGRAM_BINS) -> torch.Tensor:
+def mutual_information(
+    x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, bins: int = HISTOGRAM_BINS
+) -> torch.Tensor:
     """MI(X, Y) = sum p(x, y) log2 (p(x, y) / (p(x) p(y))) from the joint ``bins`` x ``bins`` histogram in the mask,
     in bits. Qu, Zhang, Yan, "Information measure for performance of image fusion", Electron. Lett. 38 (2002) 313."""
     joint = torch.bincount(_bins(x[mask], bins) * bins + _bins(y[mask], bins), minlength=bins * bins).double()
@@ -96,7 +98,7 @@ def average_gradient(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     for axis in range(x.ndim):
         d = x.narrow(axis, 1, x.shape[axis] - 1).double() - x.narrow(axis, 0, x.shape[axis] - 1).double()
         index = tuple(slice(0, s - 1) for s in x.shape)
-        index = index[:axis] + (slice(None),) + index[axis + 1:]
+        index = index[:axis] + (slice(None),) + index[axis + 1 :]
         squares = squares + d[index] ** 2
         neighbour = tuple(slice(1, s) if k == axis else slice(0, s - 1) for k, s in enumerate(x.shape))
         inside = inside & mask[neighbour]
@@ -142,14 +144,16 @@ def vif_local_moments(reference: torch.Tensor, distorted: torch.Tensor, scales: 
             step = (slice(None), slice(None)) + (slice(None, None, 2),) * spatial
             ref = separable_filtering(ref, kernels, mode="replicate")[step]
             dist = separable_filtering(dist, kernels, mode="replicate")[step]
-        moments = separable_filtering(torch.cat([ref, dist, ref * ref, dist * dist, ref * dist], 1), kernels,
-                                      mode="replicate")
+        moments = separable_filtering(
+            torch.cat([ref, dist, ref * ref, dist * dist, ref * dist], 1), kernels, mode="replicate"
+        )
         mu1, mu2, m11, m22, m12 = torch.chunk(moments, 5, dim=1)
         yield scale, (m11 - mu1**2).clamp_min(0), (m22 - mu2**2).clamp_min(0), m12 - mu1 * mu2
 
 
-def visual_information_fidelity(reference: torch.Tensor, distorted: torch.Tensor, mask: torch.Tensor,
-                                noise_variance: float = 2.0, scales: int = 4) -> torch.Tensor:
+def visual_information_fidelity(
+    reference: torch.Tensor, distorted: torch.Tensor, mask: torch.Tensor, noise_variance: float = 2.0, scales: int = 4
+) -> torch.Tensor:
     """VIF(reference -> distorted), the pixel-domain multi-scale form of Sheikh and Bovik, "Image information
     and visual quality", IEEE Trans. Image Process. 15 (2006) 430 (their ``vifp_mscale``).
 
@@ -251,13 +255,13 @@ def feature_mutual_information(f, a, b, mask, window: int = 3, stride: int = 3, 
     for axis in range(n):
         centres = centres.narrow(axis, window // 2, mask.shape[axis] - window + 1)
     centres = centres[tuple(slice(None, None, stride) for _ in range(n))]
-    keep = centres[tuple(slice(0, s) for s in patches.shape[1:1 + n])]
+    keep = centres[tuple(slice(0, s) for s in patches.shape[1 : 1 + n])]
     rows = patches[(slice(None), keep)].reshape(3, -1, window**n)
     if rows.shape[1] == 0:
         return torch.tensor(float("nan"), dtype=torch.float64)
     total = torch.zeros((), dtype=torch.float64)
     for start in range(0, rows.shape[1], chunk):
-        fw, aw, bw = rows[0, start:start + chunk], rows[1, start:start + chunk], rows[2, start:start + chunk]
+        fw, aw, bw = rows[0, start : start + chunk], rows[1, start : start + chunk], rows[2, start : start + chunk]
         total = total + ((_window_fmi(aw, fw) + _window_fmi(bw, fw)) / 2).sum()
     return total / rows.shape[1]
 
@@ -314,16 +318,23 @@ def masked_psnr(f: torch.Tensor, source: torch.Tensor, mask: torch.Tensor, data_
     return 10 * torch.log10(data_range**2 / mse.clamp_min(1e-20))
 
 
-def masked_ssim(f: torch.Tensor, source: torch.Tensor, mask: torch.Tensor, win_size: int = 7,
-                sigma: float = 1.5) -> torch.Tensor:
+def masked_ssim(
+    f: torch.Tensor, source: torch.Tensor, mask: torch.Tensor, win_size: int = 7, sigma: float = 1.5
+) -> torch.Tensor:
     """SSIM of Wang et al. (IEEE Trans. Image Process. 13 (2004) 600), the Gaussian-window map of MONAI's
     ``compute_ssim_and_cs`` (as MONAI's SSIMMetric) averaged over the mask instead of the whole volume. The map
     is 'valid' (win_size - 1 voxels shorter per axis); the mask is cropped to it, centred."""
     from monai.metrics.regression import compute_ssim_and_cs
 
     n = f.ndim
-    ssim_map, _ = compute_ssim_and_cs(f.double()[None, None], source.double()[None, None], spatial_dims=n,
-                                      kernel_size=[win_size] * n, kernel_sigma=[sigma] * n, data_range=1.0)
+    ssim_map, _ = compute_ssim_and_cs(
+        f.double()[None, None],
+        source.double()[None, None],
+        spatial_dims=n,
+        kernel_size=[win_size] * n,
+        kernel_sigma=[sigma] * n,
+        data_range=1.0,
+    )
     half = win_size // 2
     inner = mask[tuple(slice(half, s - half) for s in mask.shape)]
     return ssim_map[0, 0][inner].mean()
@@ -350,5 +361,7 @@ def regional_pattern(f: torch.Tensor, pet: torch.Tensor, regions: torch.Tensor, 
         return 1 - m[:nt].mean() / m[nt:].mean()
 
     pet_contrast = contrast(mp)
-    kept = contrast(mf) / pet_contrast if pet_contrast.abs() >= 0.02 else torch.tensor(float("nan"), dtype=torch.float64)
+    kept = (
+        contrast(mf) / pet_contrast if pet_contrast.abs() >= 0.02 else torch.tensor(float("nan"), dtype=torch.float64)
+    )
     return _pearson(mf, mp), kept

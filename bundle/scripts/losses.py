@@ -23,8 +23,15 @@ class SeparableSSIMLoss(nn.Module):
     Shapes: ``pred``, ``target`` [B, C, *S] -> per-channel loss [B, C].
     """
 
-    def __init__(self, spatial_dims: int = 3, win_size: int = 7, sigma: float = 1.5, data_range: float = 1.0,
-                 k1: float = 0.01, k2: float = 0.03) -> None:
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        win_size: int = 7,
+        sigma: float = 1.5,
+        data_range: float = 1.0,
+        k1: float = 0.01,
+        k2: float = 0.03,
+    ) -> None:
         super().__init__()
         dist = torch.arange((1 - win_size) / 2, (1 + win_size) / 2, 1.0)
         kernel = torch.exp(-((dist / sigma) ** 2) / 2)
@@ -40,7 +47,7 @@ class SeparableSSIMLoss(nn.Module):
         mu_x, mu_y, mu_xx, mu_yy, mu_xy = torch.chunk(filtered[tuple(valid)], 5, dim=1)
         sigma_x, sigma_y, sigma_xy = mu_xx - mu_x * mu_x, mu_yy - mu_y * mu_y, mu_xy - mu_x * mu_y
         contrast = (2 * sigma_xy + self.c2) / (sigma_x + sigma_y + self.c2)
-        ssim = ((2 * mu_x * mu_y + self.c1) / (mu_x ** 2 + mu_y ** 2 + self.c1)) * contrast
+        ssim = ((2 * mu_x * mu_y + self.c1) / (mu_x**2 + mu_y**2 + self.c1)) * contrast
         # mean over the valid region, per image and channel: [B, C]
         return 1.0 - ssim.flatten(2).mean(dim=2)
 
@@ -58,31 +65,47 @@ class FusionLoss(nn.Module):
     ``gradient_weight`` adds the L1 distance between |grad F| and the larger of |grad MRI| and
     |grad PET| per voxel. ``vif_weights`` add 1 - VIF(s -> F), Sheikh and Bovik's visual information
     fidelity with the windows of the evaluation metric (``fusion_measures.vif_local_moments``) over the
-    whole patch, in a smooth and bounded form (see ``_vif``). ``source_balance_weight`` adds
-    |SSIM(F, MRI) - SSIM(F, PET)| (batch means): F as similar in structure to one source as to the other, on
-    the training inputs. It was meant to hold networks trained with one loss at one point between the
-    sources; it does not across patch and slice training, where equal SSIMs are different points (the 3D
-    model moved far towards the MRI, the 2D one hardly moved: report, "Two more losses").
+    whole patch, in a smooth and bounded form (see ``_vif``).
     A term whose weights are all zero is not computed.
+
+    PET emphasis: given a lambda in [0, 1] per sample (``forward``'s ``pet_emphasis``), every MRI weight is
+    multiplied by 2 (1 - lambda) and every PET weight by 2 lambda, so lambda = 0.5 is the loss as
+    configured, 0 only the MRI terms and 1 only the PET terms. This is the loss of a network conditioned on
+    lambda (``DCFBNet``'s ``pet_emphasis``); without lambda the weights are used as they are.
 
     Args:
         spatial_dims: 2 or 3.
         ssim_weights, ncc_weights, l1_weights, lowpass_weights, vif_weights: (MRI, PET) weights of each term.
         gradient_weight: weight of the gradient-preservation term (0 disables it).
-        source_balance_weight: weight of the SSIM balance term (0 disables it).
         ssim_win_size: SSIM window (MONAI's gaussian kernel), ncc_kernel_size: LNCC window.
         lowpass_sigma: standard deviation of the low-pass Gaussian, in voxels.
 
-    Shapes: ``pred`` [B, 1, *S] the fused image; ``target`` [B, 2, *S] (MRI, PET), values in [0, 1].
-    SupervisedTrainer passes the input image as the target (``label`` = ``image``).
+    Shapes: ``pred`` [B, 1, *S] the fused image; ``target`` [B, 2, *S] (MRI, PET), values in [0, 1];
+    ``pet_emphasis`` None, a float or [B]. ``SupervisedTrainer`` passes the input image as the target
+    (``label`` = ``image``), or an ``EmphasisTarget`` (``scripts.conditioning``) that carries lambda too.
     """
 
-    def __init__(self, spatial_dims: int = 3, ssim_weights=(2.0, 1.0), ncc_weights=(2.0, 1.0),
-                 l1_weights=(2.0, 1.0), lowpass_weights=(0.0, 0.0), vif_weights=(0.0, 0.0), gradient_weight: float = 0.0,
-                 source_balance_weight: float = 0.0, ssim_win_size: int = 7, ncc_kernel_size: int = 7, lowpass_sigma: float = 3.0) -> None:
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        ssim_weights=(2.0, 1.0),
+        ncc_weights=(2.0, 1.0),
+        l1_weights=(2.0, 1.0),
+        lowpass_weights=(0.0, 0.0),
+        vif_weights=(0.0, 0.0),
+        gradient_weight: float = 0.0,
+        ssim_win_size: int = 7,
+        ncc_kernel_size: int = 7,
+        lowpass_sigma: float = 3.0,
+    ) -> None:
         super().__init__()
-        for name, w in (("ssim_weights", ssim_weights), ("ncc_weights", ncc_weights), ("l1_weights", l1_weights),
-                        ("lowpass_weights", lowpass_weights), ("vif_weights", vif_weights)):
+        for name, w in (
+            ("ssim_weights", ssim_weights),
+            ("ncc_weights", ncc_weights),
+            ("l1_weights", l1_weights),
+            ("lowpass_weights", lowpass_weights),
+            ("vif_weights", vif_weights),
+        ):
             if len(w) != 2:
                 raise ValueError(f"{name} must give (MRI, PET) weights, got {w}")
         self.spatial_dims = spatial_dims
@@ -92,10 +115,10 @@ class FusionLoss(nn.Module):
         self.lowpass_weights = [float(w) for w in lowpass_weights]
         self.vif_weights = [float(w) for w in vif_weights]
         self.gradient_weight = float(gradient_weight)
-        self.source_balance_weight = float(source_balance_weight)
         self.ssim = SeparableSSIMLoss(spatial_dims=spatial_dims, win_size=ssim_win_size)
-        self.ncc = LocalNormalizedCrossCorrelationLoss(spatial_dims=spatial_dims, kernel_size=ncc_kernel_size,
-                                                       reduction="none")
+        self.ncc = LocalNormalizedCrossCorrelationLoss(
+            spatial_dims=spatial_dims, kernel_size=ncc_kernel_size, reduction="none"
+        )
         self.lowpass = GaussianFilter(spatial_dims, sigma=lowpass_sigma, truncated=3.0)
 
     def _gradient_magnitude(self, x: torch.Tensor) -> torch.Tensor:
@@ -126,32 +149,47 @@ class FusionLoss(nn.Module):
         return num / den.clamp_min(1e-6)
 
     @staticmethod
-    def _weighted(per_source: torch.Tensor, weights: list[float]) -> torch.Tensor:
-        return (per_source * torch.tensor(weights, device=per_source.device, dtype=per_source.dtype)).sum()
+    def source_scale(pet_emphasis, batch: int, like: torch.Tensor) -> torch.Tensor:
+        """[B, 2] factors of the (MRI, PET) weights: (2 (1 - lambda), 2 lambda), or ones without lambda."""
+        if pet_emphasis is None:
+            return like.new_ones((batch, 2))
+        lam = torch.as_tensor(pet_emphasis, dtype=like.dtype, device=like.device).reshape(-1).expand(batch)
+        if bool(((lam < 0) | (lam > 1)).any()):
+            raise ValueError(f"pet_emphasis must be in [0, 1], got {lam.tolist()}")
+        return 2.0 * torch.stack([1.0 - lam, lam], dim=1)
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, pred: torch.Tensor, target, pet_emphasis=None) -> torch.Tensor:
+        if hasattr(target, "sources"):  # an EmphasisTarget from the conditioned training's prepare_batch
+            target, pet_emphasis = target.sources, target.pet_emphasis
         if target.shape[1] != 2 or pred.shape[1] != 1:
-            raise ValueError(f"expected pred [B,1,...] and target [B,2,...], got {tuple(pred.shape)}, {tuple(target.shape)}")
+            raise ValueError(
+                f"expected pred [B,1,...] and target [B,2,...], got {tuple(pred.shape)}, {tuple(target.shape)}"
+            )
+        scale = self.source_scale(pet_emphasis, pred.shape[0], pred)
+
+        def weighted(per_sample_source: torch.Tensor, weights: list[float]) -> torch.Tensor:
+            # [B, 2] terms -> the batch mean of their weighted sum
+            w = torch.tensor(weights, device=pred.device, dtype=pred.dtype) * scale
+            return (per_sample_source * w).sum(dim=1).mean()
+
         # both sources in one call per term: F repeated against the (MRI, PET) channels
         repeated = pred.expand(-1, 2, *pred.shape[2:])
         loss = pred.new_zeros(())
-        if any(self.ssim_weights) or self.source_balance_weight:
-            ssim_loss = self.ssim(repeated, target).mean(dim=0)  # [2]: 1 - SSIM(F, MRI), 1 - SSIM(F, PET)
-            loss = loss + self._weighted(ssim_loss, self.ssim_weights)
-            if self.source_balance_weight:
-                loss = loss + self.source_balance_weight * torch.abs(ssim_loss[0] - ssim_loss[1])
+        if any(self.ssim_weights):
+            loss = loss + weighted(self.ssim(repeated, target), self.ssim_weights)
         if any(self.ncc_weights):
             # MONAI's LNCC loss is -LNCC in [-1, 0]; 1 + it is >= 0 like the other terms
-            ncc = 1.0 + self.ncc(repeated, target).flatten(2).mean(dim=2).mean(dim=0)
-            loss = loss + self._weighted(ncc, self.ncc_weights)
+            loss = loss + weighted(1.0 + self.ncc(repeated, target).flatten(2).mean(dim=2), self.ncc_weights)
         if any(self.l1_weights):
-            loss = loss + self._weighted(torch.abs(repeated - target).flatten(2).mean(dim=2).mean(dim=0), self.l1_weights)
+            loss = loss + weighted(torch.abs(repeated - target).flatten(2).mean(dim=2), self.l1_weights)
         if any(self.lowpass_weights):
-            low = torch.abs(self.lowpass(repeated) - self.lowpass(target)).flatten(2).mean(dim=2).mean(dim=0)
-            loss = loss + self._weighted(low, self.lowpass_weights)
+            low = torch.abs(self.lowpass(repeated) - self.lowpass(target)).flatten(2).mean(dim=2)
+            loss = loss + weighted(low, self.lowpass_weights)
         if any(self.vif_weights):
-            loss = loss + self._weighted(1.0 - self._vif(target, repeated).mean(dim=0), self.vif_weights)
+            loss = loss + weighted(1.0 - self._vif(target, repeated), self.vif_weights)
         if self.gradient_weight:
-            strongest = torch.maximum(self._gradient_magnitude(target[:, 0:1]), self._gradient_magnitude(target[:, 1:2]))
+            strongest = torch.maximum(
+                self._gradient_magnitude(target[:, 0:1]), self._gradient_magnitude(target[:, 1:2])
+            )
             loss = loss + self.gradient_weight * torch.mean(torch.abs(self._gradient_magnitude(pred) - strongest))
         return loss

@@ -20,8 +20,9 @@ class _MeanOverSources(CumulativeIterationMetric):
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         if y_pred.shape[1] != 1 or y.shape[1] != 2:
             raise ValueError(f"expected y_pred [B,1,...] and y [B,2,...], got {tuple(y_pred.shape)}, {tuple(y.shape)}")
-        values = [self.per_source._compute_tensor(y_pred, y[:, i:i + 1]).reshape(y.shape[0], -1).mean(1)
-                  for i in range(2)]
+        values = [
+            self.per_source._compute_tensor(y_pred, y[:, i : i + 1]).reshape(y.shape[0], -1).mean(1) for i in range(2)
+        ]
         return torch.stack(values, dim=1).mean(dim=1, keepdim=True)  # [B, 1]
 
     def aggregate(self, reduction: str | None = None):
@@ -78,38 +79,72 @@ class FusionMeasureMetric(CumulativeIterationMetric):
 
 
 def _metric(name: str, measure, doc: str):
-    def __init__(self, mask_threshold: float = 0.05, reduction: str = "mean") -> None:
+    def init(self, mask_threshold: float = 0.05, reduction: str = "mean") -> None:
         FusionMeasureMetric.__init__(self, measure, mask_threshold, reduction)
 
-    return type(name, (FusionMeasureMetric,), {"__init__": __init__, "__doc__": doc})
+    return type(name, (FusionMeasureMetric,), {"__init__": init, "__doc__": doc})
 
 
-FusionEntropyMetric = _metric("FusionEntropyMetric", lambda f, a, b, m: fm.entropy(f, m),
-                              "EN of F in bits (see ``fusion_measures.entropy``).")
-FusionSDMetric = _metric("FusionSDMetric", lambda f, a, b, m: fm.standard_deviation(f, m),
-                         "SD of F (see ``fusion_measures.standard_deviation``).")
-FusionSFMetric = _metric("FusionSFMetric", lambda f, a, b, m: fm.spatial_frequency(f, m),
-                         "SF of F, 3D form (see ``fusion_measures.spatial_frequency``).")
-FusionAGMetric = _metric("FusionAGMetric", lambda f, a, b, m: fm.average_gradient(f, m),
-                         "AG of F, 3D form (see ``fusion_measures.average_gradient``).")
-FusionMIMetric = _metric("FusionMIMetric", fm.fusion_mutual_information,
-                         "MI(F, MRI) + MI(F, PET) in bits (see ``fusion_measures.fusion_mutual_information``).")
-FusionNMIMetric = _metric("FusionNMIMetric", fm.normalized_mutual_information,
-                          "NMI of Hossny et al., in [0, 2] (see ``fusion_measures.normalized_mutual_information``).")
-FusionFMIMetric = _metric("FusionFMIMetric", fm.feature_mutual_information,
-                          "FMI with pixel features, Fast-FMI, 3x3x3 windows (see ``fusion_measures.feature_mutual_information``).")
-FusionSCDMetric = _metric("FusionSCDMetric", fm.sum_of_correlations_of_differences,
-                          "SCD in [-2, 2] (see ``fusion_measures.sum_of_correlations_of_differences``).")
-FusionVIFMetric = _metric("FusionVIFMetric", fm.fusion_visual_information_fidelity,
-                          "VIF(MRI -> F) + VIF(PET -> F) (see ``fusion_measures.visual_information_fidelity``).")
+FusionEntropyMetric = _metric(
+    "FusionEntropyMetric", lambda f, a, b, m: fm.entropy(f, m), "EN of F in bits (see ``fusion_measures.entropy``)."
+)
+FusionSDMetric = _metric(
+    "FusionSDMetric",
+    lambda f, a, b, m: fm.standard_deviation(f, m),
+    "SD of F (see ``fusion_measures.standard_deviation``).",
+)
+FusionSFMetric = _metric(
+    "FusionSFMetric",
+    lambda f, a, b, m: fm.spatial_frequency(f, m),
+    "SF of F, 3D form (see ``fusion_measures.spatial_frequency``).",
+)
+FusionAGMetric = _metric(
+    "FusionAGMetric",
+    lambda f, a, b, m: fm.average_gradient(f, m),
+    "AG of F, 3D form (see ``fusion_measures.average_gradient``).",
+)
+FusionMIMetric = _metric(
+    "FusionMIMetric",
+    fm.fusion_mutual_information,
+    "MI(F, MRI) + MI(F, PET) in bits (see ``fusion_measures.fusion_mutual_information``).",
+)
+FusionNMIMetric = _metric(
+    "FusionNMIMetric",
+    fm.normalized_mutual_information,
+    "NMI of Hossny et al., in [0, 2] (see ``fusion_measures.normalized_mutual_information``).",
+)
+FusionFMIMetric = _metric(
+    "FusionFMIMetric",
+    fm.feature_mutual_information,
+    "FMI with pixel features, Fast-FMI, 3x3x3 windows (see ``fusion_measures.feature_mutual_information``).",
+)
+FusionSCDMetric = _metric(
+    "FusionSCDMetric",
+    fm.sum_of_correlations_of_differences,
+    "SCD in [-2, 2] (see ``fusion_measures.sum_of_correlations_of_differences``).",
+)
+FusionVIFMetric = _metric(
+    "FusionVIFMetric",
+    fm.fusion_visual_information_fidelity,
+    "VIF(MRI -> F) + VIF(PET -> F) (see ``fusion_measures.visual_information_fidelity``).",
+)
 FusionQabfMetric = _metric("FusionQabfMetric", fm.qabf, "Q^AB/F with Sobel gradients (see ``fusion_measures.qabf``).")
 FusionMaskedPSNRMetric = _metric(
-    "FusionMaskedPSNRMetric", lambda f, a, b, m: (fm.masked_psnr(f, a, m) + fm.masked_psnr(f, b, m)) / 2,
-    "Mean of PSNR(F, MRI) and PSNR(F, PET) in dB with the MSE taken in the head mask.")
+    "FusionMaskedPSNRMetric",
+    lambda f, a, b, m: (fm.masked_psnr(f, a, m) + fm.masked_psnr(f, b, m)) / 2,
+    "Mean of PSNR(F, MRI) and PSNR(F, PET) in dB with the MSE taken in the head mask.",
+)
 
 FusionMaskedSSIMMetric = _metric(
-    "FusionMaskedSSIMMetric", lambda f, a, b, m: (fm.masked_ssim(f, a, m) + fm.masked_ssim(f, b, m)) / 2,
-    "Mean of SSIM(F, MRI) and SSIM(F, PET), the SSIM map averaged in the head mask (7-voxel Gaussian window).")
+    "FusionMaskedSSIMMetric",
+    lambda f, a, b, m: (fm.masked_ssim(f, a, m) + fm.masked_ssim(f, b, m)) / 2,
+    "Mean of SSIM(F, MRI) and SSIM(F, PET), the SSIM map averaged in the head mask (7-voxel Gaussian window).",
+)
+
+
+# the cohort generator's labels: 1-8 the regions of Alzheimer-like hypometabolism, 9-12 the reference regions
+TARGET_REGION_LABELS = tuple(range(1, 9))
+REFERENCE_REGION_LABELS = tuple(range(9, 13))
 
 
 class RegionalPatternMetric(CumulativeIterationMetric):
@@ -117,20 +152,22 @@ class RegionalPatternMetric(CumulativeIterationMetric):
 
     Call with ``y_pred`` F [B, 1, *S], ``y`` sources [B, 2, *S] and ``regions`` [B, 1, *S] (the label image that
     the cohort generator writes, on the same grid). Returns [B, 2]: correlation of regional means, contrast kept.
-    Defaults: labels 1-8 are the Alzheimer target regions, 9-12 the reference regions (``scripts/dcfb_data``).
+    Defaults: labels 1-8 are the Alzheimer target regions, 9-12 the reference regions of the simulated cohort.
     """
 
-    def __init__(self, target_labels=tuple(range(1, 9)), reference_labels=tuple(range(9, 13)),
-                 reduction: str = "mean") -> None:
+    def __init__(
+        self, target_labels=TARGET_REGION_LABELS, reference_labels=REFERENCE_REGION_LABELS, reduction: str = "mean"
+    ) -> None:
         super().__init__()
         self.target_labels, self.reference_labels, self.reduction = target_labels, reference_labels, reduction
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor, regions: torch.Tensor | None = None):  # type: ignore[override]
         if regions is None:
             raise ValueError("RegionalPatternMetric needs the regions label image: metric(y_pred, y, regions=...)")
-        rows = [torch.stack(fm.regional_pattern(f[0], s[1], r[0].round().long(), self.target_labels,
-                                                self.reference_labels))
-                for f, s, r in zip(y_pred.detach(), y.detach(), regions.detach())]
+        rows = [
+            torch.stack(fm.regional_pattern(f[0], s[1], r[0].round().long(), self.target_labels, self.reference_labels))
+            for f, s, r in zip(y_pred.detach(), y.detach(), regions.detach())
+        ]
         return torch.stack(rows).float()
 
     def aggregate(self, reduction: str | None = None):

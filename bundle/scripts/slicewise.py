@@ -22,7 +22,7 @@ class SliceWiseNet(nn.Module):
     Args:
         network: a 2D module, [N, C_in, H, W] -> [N, C_out, H, W].
 
-    Shapes: ``x`` [B, C_in, H, W, D] -> [B, C_out, H, W, D].
+    Shapes: ``x`` [B, C_in, H, W, D], optional ``pet_emphasis`` [B] -> [B, C_out, H, W, D].
     """
 
     def __init__(self, network: nn.Module) -> None:
@@ -31,10 +31,13 @@ class SliceWiseNet(nn.Module):
             raise ValueError(f"SliceWiseNet needs a 2D network, got spatial_dims={network.spatial_dims}")
         self.network = network
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pet_emphasis: torch.Tensor | None = None) -> torch.Tensor:
         if x.ndim != 5:
             raise ValueError(f"SliceWiseNet expects [B, C, H, W, D], got shape {list(x.shape)}")
         b, c, h, w, d = x.shape
         slices = x.permute(0, 4, 1, 2, 3).reshape(b * d, c, h, w)
-        out = self.network(slices)
+        if pet_emphasis is None:
+            out = self.network(slices)
+        else:  # each volume's lambda for each of its slices
+            out = self.network(slices, pet_emphasis.reshape(-1).expand(b).repeat_interleave(d))
         return out.reshape(b, d, out.shape[1], h, w).permute(0, 2, 3, 4, 1)

@@ -33,11 +33,14 @@ class CheckFusionInputd(MapTransform):
             image = torch.as_tensor(d[key])
             name = _source(d, key)
             if image.ndim != self.spatial_dims + 1 or image.shape[0] != 1:
-                raise ValueError(f"{name}: expected a single-channel {self.spatial_dims}D volume, "
-                                 f"got shape {tuple(image.shape)} (channel first)")
+                raise ValueError(
+                    f"{name}: expected a single-channel {self.spatial_dims}D volume, "
+                    f"got shape {tuple(image.shape)} (channel first)"
+                )
             if min(image.shape[1:]) < 2:
-                raise ValueError(f"{name}: expected a {self.spatial_dims}D volume, got spatial shape "
-                                 f"{tuple(image.shape[1:])}")
+                raise ValueError(
+                    f"{name}: expected a {self.spatial_dims}D volume, got spatial shape " f"{tuple(image.shape[1:])}"
+                )
             if not bool(torch.isfinite(image).all()):
                 raise ValueError(f"{name}: contains NaN or infinite voxels")
             if not bool((image != 0).any()):

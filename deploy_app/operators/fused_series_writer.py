@@ -187,10 +187,11 @@ class FusedSeriesWriterOperator(Operator):
     """
 
     def __init__(self, fragment, *args, output_folder: Path, write_nifti: bool = False, write_preview: bool = False,
-                 model_description: str = "", **kwargs):
+                 model_description: str = "", pet_emphasis: float | None = None, **kwargs):
         self.output_folder = prepare_output_folder(output_folder)
         self.write_nifti, self.write_preview = write_nifti, write_preview
         self.model_description = model_description
+        self.pet_emphasis = pet_emphasis
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec):
@@ -259,6 +260,7 @@ class FusedSeriesWriterOperator(Operator):
             write_preview_png(result.preview, stage / OUTPUT_NAMES["preview"])
             written.append(OUTPUT_NAMES["preview"])
         return {"app": APP_NAME, "version": APP_VERSION, "model": self.model_description,
+                "pet_emphasis": self.pet_emphasis,
                 "written": written + [OUTPUT_NAMES["summary"]],
                 "fused_series_instance_uid": fused_uid, "color_series_instance_uid": color_uid,
                 "study_instance_uid": str(mr_datasets[0].StudyInstanceUID),

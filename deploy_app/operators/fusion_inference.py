@@ -66,7 +66,7 @@ class FusionInferenceOperator(Operator):
     model is refused before any DICOM file is read.
     """
 
-    def __init__(self, fragment, *args, model_path: Path, **kwargs):
+    def __init__(self, fragment, *args, model_path: Path, pet_emphasis: float | None = None, **kwargs):
         self.bundle_dir = find_bundle(model_path)
         self.device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
         model_file = Path(model_path) if Path(model_path).is_file() else self.bundle_dir / "models" / "model.ts"
@@ -82,11 +82,18 @@ class FusionInferenceOperator(Operator):
         self.preprocessing = filter_compose(parser.get_parsed_content("preprocessing"), DISALLOW_LOAD_SAVE)
         self.postprocessing = filter_compose(parser.get_parsed_content("postprocessing"), DISALLOW_SAVE)
         self.inferer = parser.get_parsed_content("inferer")
+        # lambda of the conditioned network: the site's choice, or the bundle's default
+        self.pet_emphasis = float(parser.get_parsed_content("pet_emphasis") if pet_emphasis is None else pet_emphasis)
+        if not hasattr(self.network, "pet_emphasis"):
+            raise FusionInputError(f"model file {model_file} has no pet_emphasis: export it from this bundle's "
+                                   "checkpoint with 'python -m monai.bundle ckpt_export' (see bundle/docs/README.md)")
+        self.network.pet_emphasis.fill_(self.pet_emphasis)
         # The PET channel as the network saw it (on the MR's grid), mapped back to the MR's own voxels through the
         # MR's trace of transforms, for the colour overlay.
         self.invert_pet = Invertd(keys="pet_input", transform=self.preprocessing, orig_keys="mri",
                                   nearest_interp=False, to_tensor=True)
-        logger.info("model: %s (bundle %s) on %s", model_file.name, self.bundle_dir, self.device)
+        logger.info("model: %s (bundle %s) on %s, PET emphasis %.2f", model_file.name, self.bundle_dir, self.device,
+                    self.pet_emphasis)
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec):

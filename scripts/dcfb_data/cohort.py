@@ -48,6 +48,34 @@ REFERENCE_REGIONS = [
 PATTERNS = ("normal", "alzheimer")
 
 
+@dataclass(frozen=True)
+class SimulationFamily:
+    """The ranges a cohort's subjects are drawn from (uniform in each range).
+
+    ``standard`` is the training family. ``heldout`` uses settings the training never saw, to test whether a
+    model generalises: larger deformations and other head sizes, a stronger bias field and more MR noise, another
+    T1 contrast (a power law on the MR intensities), coarser PET resolution, fewer counts and a stronger
+    reconstruction smoothing (another noise texture).
+    """
+
+    deformation_mm: tuple = (2.0, 5.0)
+    head_scale: tuple = (1.0, 1.0)
+    bias_coeff: tuple = (0.05, 0.25)
+    rician_fraction: tuple = (0.015, 0.035)
+    mr_gamma: tuple = (1.0, 1.0)
+    pet_fwhm_mm: tuple = (6.0, 8.0)
+    counts_per_gm_voxel: tuple = (80.0, 200.0)
+    pet_smoothing_voxels: float = 0.6
+
+
+FAMILIES = {
+    "standard": SimulationFamily(),
+    "heldout": SimulationFamily(deformation_mm=(5.0, 9.0), head_scale=(0.9, 1.1), bias_coeff=(0.25, 0.4),
+                                rician_fraction=(0.035, 0.05), mr_gamma=(0.75, 1.3), pet_fwhm_mm=(8.5, 10.0),
+                                counts_per_gm_voxel=(30.0, 70.0), pet_smoothing_voxels=1.2),
+}
+
+
 @dataclass
 class SimulatedSubject:
     """One subject: arrays in RAS voxel order with their 4x4 RAS affines (mm).
@@ -117,6 +145,7 @@ def simulate_subject(
     pattern: str | None = None,
     fraction_alzheimer: float = 0.5,
     atrophy: bool = True,
+    family: str = "standard",
 ) -> SimulatedSubject:
     """Simulate subject ``index`` of the cohort ``cohort_seed`` on ``template``'s grid.
 
@@ -125,12 +154,19 @@ def simulate_subject(
         cohort_seed, index: the subject's random stream.
         pattern: ``"normal"``, ``"alzheimer"`` or ``None`` to draw it with ``fraction_alzheimer``.
         atrophy: add grey-matter atrophy (global, stronger in the Alzheimer regions).
+        family: the ranges to draw from, a key of ``FAMILIES``.
     """
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {sorted(FAMILIES)}, got {family!r}")
+    ranges = FAMILIES[family]
     if pattern is not None and pattern not in PATTERNS:
         raise ValueError(f"pattern must be one of {PATTERNS} or None, got {pattern!r}")
     if not 0.0 <= fraction_alzheimer <= 1.0:
         raise ValueError(f"fraction_alzheimer must be in [0, 1], got {fraction_alzheimer}")
     rng = subject_rng(cohort_seed, index)
+    # draws that the standard family does not use come from a stream of their own, so that adding them left the
+    # standard cohort's subjects unchanged
+    extra_rng = np.random.default_rng(np.random.SeedSequence([cohort_seed, index, 1]))
     torch_seed = int(rng.integers(0, 2**31 - 1))
     drawn_pattern = "alzheimer" if rng.uniform() < fraction_alzheimer else "normal"
     pattern = pattern or drawn_pattern
@@ -192,8 +228,13 @@ def simulate_subject(
         labels[inside & (labels == 0)] = rec["label"]
 
     # One smooth deformation moves the anatomy, the activity and the region labels together.
-    deformation_mm = float(rng.uniform(2.0, 5.0))
+    deformation_mm = float(rng.uniform(*ranges.deformation_mm))
     ddf = _smooth_displacement(rng, shape, spacing, deformation_mm)[None]
+    head_scale = float(extra_rng.uniform(*ranges.head_scale))
+    if head_scale != 1.0:  # a smaller or larger head: sample the template at (x - c) / scale around the grid centre
+        centre = (np.array(shape, dtype=np.float32) - 1) / 2.0
+        grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"))
+        ddf = ddf + torch.from_numpy((grid - centre[:, None, None, None]) * (1.0 / head_scale - 1.0))[None]
     moving = torch.from_numpy(np.stack([t1_subject, activity]).astype(np.float32))[None]
     warped = Warp(mode="bilinear", padding_mode="zeros")(moving, ddf)[0]
     labels = Warp(mode="nearest", padding_mode="zeros")(torch.from_numpy(labels)[None, None], ddf)[0, 0]
@@ -201,17 +242,21 @@ def simulate_subject(
     # MRI: bias field then Rician noise; MONAI's random transforms seeded from the subject's stream.
     intensity_scale = float(rng.uniform(2.0, 5.0))
     mri = warped[0:1] * intensity_scale
-    bias = RandBiasField(degree=3, coeff_range=(0.05, 0.25), prob=1.0)
+    bias = RandBiasField(degree=3, coeff_range=ranges.bias_coeff, prob=1.0)
     bias.set_random_state(seed=torch_seed)
     mri = bias(mri)
     wm_level = float(np.median(mri[0].numpy()[template.wm > 0.9])) if np.any(template.wm > 0.9) else 1.0
-    rician_std = float(rng.uniform(0.015, 0.035)) * wm_level
+    rician_std = float(rng.uniform(*ranges.rician_fraction)) * wm_level
     noise = RandRicianNoise(prob=1.0, std=rician_std, sample_std=False)
     noise.set_random_state(seed=torch_seed + 1)
     mri = np.asarray(noise(mri))[0].astype(np.float32)
+    mr_gamma = float(extra_rng.uniform(*ranges.mr_gamma))
+    if mr_gamma != 1.0:  # another T1 contrast: a power law on the intensities, scale kept
+        top = float(np.percentile(mri, 99.5)) or 1.0
+        mri = (top * np.clip(mri / top, 0.0, None) ** mr_gamma).astype(np.float32)
 
     # PET: scanner resolution on the fine grid, then the PET's own grid, then count noise.
-    fwhm_mm = float(rng.uniform(6.0, 8.0))
+    fwhm_mm = float(rng.uniform(*ranges.pet_fwhm_mm))
     gm_bqml = float(rng.uniform(12000.0, 30000.0))
     blurred = GaussianSmooth(sigma=fwhm_mm * FWHM_TO_SIGMA / spacing)(warped[1:2] * (gm_bqml / ACTIVITY["gm"]))
     pet_shape, pet_affine = _pet_grid(rng, shape, affine, spacing)
@@ -221,18 +266,20 @@ def simulate_subject(
     )
     pet = np.clip(np.asarray(pet)[0], 0.0, None)
     voxel_ml = float(np.prod(np.abs(np.diag(pet_affine)[:3]))) / 1000.0
-    counts_per_bqml = float(rng.uniform(80.0, 200.0)) / gm_bqml * (voxel_ml / 0.008)
+    counts_per_bqml = float(rng.uniform(*ranges.counts_per_gm_voxel)) / gm_bqml * (voxel_ml / 0.008)
     pet = rng.poisson(pet * counts_per_bqml).astype(np.float32) / counts_per_bqml
-    pet = GaussianSmooth(sigma=0.6)(torch.from_numpy(pet)[None]).numpy()[0].astype(np.float32)
+    pet = GaussianSmooth(sigma=ranges.pet_smoothing_voxels)(torch.from_numpy(pet)[None]).numpy()[0].astype(np.float32)
 
     record = {
         "pattern": pattern,
+        "family": family,
         "cohort_seed": int(cohort_seed),
         "index": int(index),
         "regions": regions_record,
         "lesions": lesions,
         "mri": {"shape": list(shape), "spacing_mm": spacing, "deformation_max_mm": round(deformation_mm, 3),
-                "bias_coeff_range": [0.05, 0.25], "rician_std": round(rician_std, 4),
+                "head_scale": round(head_scale, 4), "t1_gamma": round(mr_gamma, 4),
+                "bias_coeff_range": list(ranges.bias_coeff), "rician_std": round(rician_std, 4),
                 "intensity_scale": round(intensity_scale, 4), "atrophy": bool(atrophy),
                 "gm_loss_global": round(gm_loss_global, 4), "gm_loss_regional": round(gm_loss_regional, 4)},
         "pet": {"shape": list(pet_shape), "spacing_mm": [round(float(s), 4) for s in np.diag(pet_affine)[:3]],

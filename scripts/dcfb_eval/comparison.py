@@ -74,10 +74,15 @@ class BundlePipeline:
         low, high = index.min(0).values - margin, index.max(0).values + margin + 1
         return tuple(slice(max(int(lo), 0), min(int(hi), n)) for lo, hi, n in zip(low, high, mask.shape))
 
-    def torchscript_method(self, path: str, spatial_dims: int = 3) -> Callable:
+    def torchscript_method(self, path: str, spatial_dims: int = 3, pet_emphasis: float | None = None) -> Callable:
         """A TorchScript fusion model as a method: a 3D model through the bundle's inferer, a 2D model slice by
-        slice along the axial (last) axis with MONAI's SliceInferer, as ``train_2d.json`` validates it."""
+        slice along the axial (last) axis with MONAI's SliceInferer, as ``train_2d.json`` validates it.
+        ``pet_emphasis``: the lambda of a conditioned model (its ``pet_emphasis`` buffer); None keeps its own."""
         network = torch.jit.load(path, map_location="cpu").eval()
+        if pet_emphasis is not None:
+            if not hasattr(network, "pet_emphasis"):
+                raise ValueError(f"{path}: the model has no pet_emphasis (it was not trained with the conditioning)")
+            network.pet_emphasis.fill_(float(pet_emphasis))
         inferer = self.inferer if spatial_dims == 3 else SliceInferer(
             spatial_dim=2, roi_size=self.inferer.roi_size[:2], sw_batch_size=16, overlap=0.25, mode="gaussian")
 

@@ -1,0 +1,48 @@
+"""The quality yardsticks: the objective gap (blend, network, per-subject optimum) and the trade-off fronts."""
+
+import json
+import os
+
+import torch
+from conftest import run_script
+
+
+def test_objective_pieces_on_a_known_case():
+    from dcfb_eval.objective import best_global_blend, gap_closed, per_subject_optimum
+    from scripts.losses import FusionLoss
+
+    torch.manual_seed(0)
+    sources = torch.rand(2, 24, 24, 24)
+    # an L1 loss to the MRI only: the best blend is the MRI itself (w = 1) and the optimum cannot beat it
+    loss = FusionLoss(ssim_weights=(0, 0), ncc_weights=(0, 0), l1_weights=(1, 0))
+    w, value, _ = best_global_blend(loss, sources, 0.5)
+    assert abs(w - 1.0) < 2e-3 and value < 2e-3
+    # SSIM to both: the optimum is better than any blend, and converges
+    loss = FusionLoss(ssim_weights=(1, 1), ncc_weights=(0, 0), l1_weights=(0, 0))
+    w, value, blend = best_global_blend(loss, sources, 0.5)
+    optimum = per_subject_optimum(loss, sources, 0.5, start=blend, max_iterations=400, progress=False)
+    assert optimum.value < value and optimum.converged and optimum.iterations < 400
+    assert gap_closed(value, value, optimum.value) == 0.0 and gap_closed(value, optimum.value, optimum.value) == 1.0
+
+
+def test_gap_and_fronts_scripts_on_a_tiny_split(tiny_cohort, app_bundle, tmp_path):
+    model = os.path.join(app_bundle, "models", "model.ts")
+    gap = run_script("objective_gap.py", "--dataset_dir", tiny_cohort, "--model", model, "--bundle_dir", app_bundle,
+                     "--crop", "24", "--max_iterations", "60", "--output", str(tmp_path / "gap.json"))
+    result = json.loads((tmp_path / "gap.json").read_text())
+    case = result["cases"][0]
+    assert case["objective"]["optimum"] <= case["objective"]["blend"] and case["cube"] == [24, 24, 24]
+    assert "gap closed" in gap.stdout and set(result["mean"]) == {"gap_closed", "blend", "network", "optimum"}
+
+    run_script("fusion_fronts.py", "--dataset_dir", tiny_cohort, "--split", "testing", "--bundle_dir", app_bundle,
+               "--model", f"net={model}", "--emphases", "0.2,0.8", "--shares", "0,0.5,1",
+               "--output_dir", str(tmp_path / "fronts"))
+    summary = json.loads((tmp_path / "fronts" / "summary.json").read_text())["methods"]
+    assert set(summary) == {"blend@0", "blend@0.5", "blend@1", "net@0.2", "net@0.8"}
+    # the seeded FiLM makes lambda matter, and the picture and the table are written
+    assert summary["net@0.2"]["ssim"]["mean"] != summary["net@0.8"]["ssim"]["mean"]
+    assert (tmp_path / "fronts" / "fronts.png").stat().st_size > 10000
+    assert "Default by the rule" in (tmp_path / "fronts" / "fronts.md").read_text()
+    bad = run_script("fusion_fronts.py", "--dataset_dir", tiny_cohort, "--model", f"net={model}", "--emphases", "2",
+                     "--output_dir", str(tmp_path / "x"), check=False)
+    assert bad.returncode == 2 and "--emphases" in bad.stderr
