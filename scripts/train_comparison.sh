@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the DCFB 3D model, its 2D variant and the three ablations at one budget (same data, epochs,
 # steps, learning rate and schedule), JOBS at a time on one thread each, and export each checkpoint to
-# TorchScript for scripts/evaluate_methods.py. Each run leaves OUT/<name>/{model.pt,model.ts,train.log,seconds}.
+# TorchScript for scripts/fusion_eval.py compare. Each run leaves OUT/<name>/{model.pt,model.ts,train.log,seconds}.
 #   EPOCHS=6 LR=0.0002 JOBS=2 VAL_INTERVAL=2 OUT=runs/comparison DATA=data/cohort scripts/train_comparison.sh [name ...]
 # names: dcfb_3d dcfb_2d dcfb_2d_3d_loss no_cross_attention zero_offsets shared_encoder (default: all six).
 # dcfb_2d trains on batches of axial slices with the 2D form of the loss (train_2d.json); dcfb_2d_3d_loss runs

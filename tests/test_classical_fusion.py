@@ -64,7 +64,7 @@ def test_evaluate_methods_scores_every_method_on_a_split(tiny_cohort, app_bundle
         torch.jit.script(DCFBNet(spatial_dims=2).eval()).save(str(tmp_path / "model_2d.ts"))
     finally:
         sys.path.remove(app_bundle)
-    run_script("evaluate_methods.py", "--dataset_dir", tiny_cohort, "--split", "testing", "--bundle_dir", app_bundle,
+    run_script("fusion_eval.py", "compare", "--dataset_dir", tiny_cohort, "--split", "testing", "--bundle_dir", app_bundle,
                "--models", f"dcfb_3d={os.path.join(app_bundle, 'models', 'model.ts')}",
                "--models_2d", f"dcfb_2d={tmp_path / 'model_2d.ts'}", "--output_dir", str(tmp_path))
     rows = list(csv.DictReader(open(tmp_path / "per_case.csv")))
@@ -76,7 +76,7 @@ def test_evaluate_methods_scores_every_method_on_a_split(tiny_cohort, app_bundle
     assert summary["cases"] == 1 and summary["methods"]["average"]["psnr"]["mean"] > 10
 
     # a model added to the comparison later: the other methods' rows are kept, not scored again
-    run_script("evaluate_methods.py", "--dataset_dir", tiny_cohort, "--split", "testing", "--bundle_dir", app_bundle,
+    run_script("fusion_eval.py", "compare", "--dataset_dir", tiny_cohort, "--split", "testing", "--bundle_dir", app_bundle,
                "--baselines", "average", "--models", f"dcfb_again={os.path.join(app_bundle, 'models', 'model.ts')}",
                "--output_dir", str(tmp_path), "--merge", "--metrics", "psnr,ssim")
     merged = list(csv.DictReader(open(tmp_path / "per_case.csv")))
@@ -85,10 +85,10 @@ def test_evaluate_methods_scores_every_method_on_a_split(tiny_cohort, app_bundle
     assert float(again["dcfb_again"]["ssim"]) == pytest.approx(float(again["dcfb_3d"]["ssim"]), abs=1e-6)
     assert again["dcfb_again"]["qabf"] == "" and again["dcfb_3d"]["qabf"] != ""  # only the metrics asked for
     assert set(json.load(open(tmp_path / "summary.json"))["methods"]) == {r["method"] for r in merged}
-    bad = run_script("evaluate_methods.py", "--dataset_dir", tiny_cohort, "--bundle_dir", app_bundle,
+    bad = run_script("fusion_eval.py", "compare", "--dataset_dir", tiny_cohort, "--bundle_dir", app_bundle,
                      "--baselines", "median", "--output_dir", str(tmp_path / "bad"), check=False)
     assert bad.returncode == 2 and "median" in bad.stderr
-    bad = run_script("evaluate_methods.py", "--dataset_dir", tiny_cohort, "--bundle_dir", app_bundle,
+    bad = run_script("fusion_eval.py", "compare", "--dataset_dir", tiny_cohort, "--bundle_dir", app_bundle,
                      "--metrics", "psnr,msssim", "--output_dir", str(tmp_path / "bad"), check=False)
     assert bad.returncode == 2 and "msssim" in bad.stderr and not (tmp_path / "bad" / "per_case.csv").exists()
 
@@ -102,7 +102,7 @@ def test_evaluate_methods_scores_every_method_on_a_split(tiny_cohort, app_bundle
     second_stage = tmp_path / "second_stage"
     (second_stage / "dcfb_3d").mkdir(parents=True)
     (second_stage / "dcfb_3d" / "seconds").write_text("120")
-    run_script("make_report.py", "--eval_dir", str(tmp_path), "--dataset_dir", tiny_cohort, "--bundle_dir", app_bundle,
+    run_script("fusion_eval.py", "report", "--eval_dir", str(tmp_path), "--dataset_dir", tiny_cohort, "--bundle_dir", app_bundle,
                "--models", f"dcfb_3d={os.path.join(app_bundle, 'models', 'model.ts')}", "--train_log", str(log),
                "--output_dir", str(tmp_path / "docs"), "--comparison_dir", f"{comparison},{second_stage}")
     report = (tmp_path / "docs" / "report.md").read_text()
@@ -115,7 +115,7 @@ def test_evaluate_methods_scores_every_method_on_a_split(tiny_cohort, app_bundle
     assert "metrics.png" in pictures and "training_curve.png" in pictures
     assert any(p.startswith("triplanar_") for p in pictures)
     # a model file that is not there: a clear error before anything is written
-    missing = run_script("make_report.py", "--eval_dir", str(tmp_path), "--dataset_dir", tiny_cohort,
+    missing = run_script("fusion_eval.py", "report", "--eval_dir", str(tmp_path), "--dataset_dir", tiny_cohort,
                          "--bundle_dir", app_bundle, "--models", "gone=/nonexistent/model.ts",
                          "--output_dir", str(tmp_path / "docs_missing"), check=False)
     assert missing.returncode == 2 and "/nonexistent/model.ts" in missing.stderr
@@ -127,7 +127,7 @@ def test_loss_optimum_shows_where_each_loss_pulls(tiny_cohort):
 
     from conftest import run_script
 
-    proc = run_script("loss_optimum.py", "--dataset_dir", tiny_cohort, "--split", "testing", "--case", "0",
+    proc = run_script("fusion_eval.py", "optimum", "--dataset_dir", tiny_cohort, "--split", "testing", "--case", "0",
                       "--losses", "paper,bundle", "--iterations", "20", "--crop", "32")
     rows = {}
     for line in proc.stdout.splitlines():
@@ -139,12 +139,12 @@ def test_loss_optimum_shows_where_each_loss_pulls(tiny_cohort):
     paper, bundle = rows["optimum of paper"], rows["optimum of bundle"]
     assert paper[2] > paper[3]  # the paper's 2:1 weights pull F towards the MRI
     assert bundle[3] > paper[3]  # the bundle's loss keeps more of the PET
-    bad = run_script("loss_optimum.py", "--dataset_dir", tiny_cohort, "--losses", "mse", check=False)
+    bad = run_script("fusion_eval.py", "optimum", "--dataset_dir", tiny_cohort, "--losses", "mse", check=False)
     assert bad.returncode == 2 and "mse" in bad.stderr
 
 
 def test_training_logs_of_two_stages_follow_one_another(tmp_path):
-    from make_report import read_training_logs
+    from dcfb_eval.report import read_training_logs
 
     first, second = tmp_path / "stage1.log", tmp_path / "stage2.log"
     first.write_text("Epoch: 1/6, Iter: 1/2 -- train_loss: 2.5\nEpoch[6] Metrics -- val_fusion_psnr: 20.0 "
@@ -167,19 +167,19 @@ def test_tradeoff_plot_of_a_weight_sweep(tmp_path):
     a = summary("net3d", psnr=19.5, ssim=0.645, vif=0.51, qabf=0.44)
     b = summary("net2d", psnr=19.6, ssim=0.638, vif=0.55)
     picture = tmp_path / "tradeoff.png"
-    proc = run_script("plot_tradeoff.py", "--output", str(picture),
+    proc = run_script("fusion_eval.py", "tradeoff", "--output", str(picture),
                       "--points", f"3D@0.1={a}:net3d;2D@0.1={b}:net2d")
     assert picture.is_file() and picture.stat().st_size > 1000
     assert "| 3D | 0.1 | 19.500 | 0.645 | 0.510 | 0.440 |  |  |" in proc.stdout
     assert "| 2D | 0.1 | 19.600 | 0.638 | 0.550 |  |" in proc.stdout
-    missing = run_script("plot_tradeoff.py", "--output", str(picture), "--points", f"3D@0={a}:other", check=False)
+    missing = run_script("fusion_eval.py", "tradeoff", "--output", str(picture), "--points", f"3D@0={a}:other", check=False)
     assert missing.returncode == 2 and "no method 'other'" in missing.stderr
-    bad = run_script("plot_tradeoff.py", "--output", str(picture), "--points", "3D=nothing", check=False)
+    bad = run_script("fusion_eval.py", "tradeoff", "--output", str(picture), "--points", "3D=nothing", check=False)
     assert bad.returncode == 2 and "series@weight=summary.json:method" in bad.stderr
-    unknown = run_script("plot_tradeoff.py", "--output", str(picture), "--points", f"3D@0={a}:net3d", "--y", "msssim",
+    unknown = run_script("fusion_eval.py", "tradeoff", "--output", str(picture), "--points", f"3D@0={a}:net3d", "--y", "msssim",
                          check=False)
     assert unknown.returncode == 2 and "msssim" in unknown.stderr
-    unscored = run_script("plot_tradeoff.py", "--output", str(picture), "--points", f"2D@0={b}:net2d", "--y", "qabf",
+    unscored = run_script("fusion_eval.py", "tradeoff", "--output", str(picture), "--points", f"2D@0={b}:net2d", "--y", "qabf",
                           check=False)
     assert unscored.returncode == 2 and "no ssim or no qabf" in unscored.stderr
 
@@ -189,7 +189,7 @@ def test_blend_sweep_shows_psnr_and_vif_lowest_near_the_balance_ssim_prefers(tin
     at either end than at w = 0.5, and SSIM (mean of the two) is higher at w = 0.5 than at either end."""
     from conftest import run_script
 
-    proc = run_script("blend_sweep.py", "--dataset_dir", tiny_cohort, "--split", "testing", "--max_cases", "1",
+    proc = run_script("fusion_eval.py", "blends", "--dataset_dir", tiny_cohort, "--split", "testing", "--max_cases", "1",
                       "--weights", "0,0.5,0.95", "--metrics", "psnr,ssim,vif")
     rows = {line.split("|")[1].strip(): [float(v) for v in line.split("|")[2:-1]]
             for line in proc.stdout.splitlines() if line.startswith("| 0")}
@@ -197,9 +197,9 @@ def test_blend_sweep_shows_psnr_and_vif_lowest_near_the_balance_ssim_prefers(tin
     for end in ("0", "0.95"):
         assert rows[end][0] > rows["0.5"][0] and rows[end][2] > rows["0.5"][2]
         assert rows[end][1] < rows["0.5"][1]
-    bad = run_script("blend_sweep.py", "--dataset_dir", tiny_cohort, "--weights", "0.5,2", check=False)
+    bad = run_script("fusion_eval.py", "blends", "--dataset_dir", tiny_cohort, "--weights", "0.5,2", check=False)
     assert bad.returncode == 2 and "[0, 1]" in bad.stderr
-    bad = run_script("blend_sweep.py", "--dataset_dir", tiny_cohort, "--metrics", "psnr,msssim", check=False)
+    bad = run_script("fusion_eval.py", "blends", "--dataset_dir", tiny_cohort, "--metrics", "psnr,msssim", check=False)
     assert bad.returncode == 2 and "msssim" in bad.stderr
 
 
@@ -208,7 +208,7 @@ def test_source_breakdown_places_the_average_at_the_balance(tiny_cohort):
     either source); the maximum is not a global blend; unknown input is exit 2."""
     from conftest import run_script
 
-    proc = run_script("source_breakdown.py", "--dataset_dir", tiny_cohort, "--split", "testing",
+    proc = run_script("fusion_eval.py", "breakdown", "--dataset_dir", tiny_cohort, "--split", "testing",
                       "--baselines", "average,maximum")
     header = next(line for line in proc.stdout.splitlines() if line.startswith("| method"))
     columns = [c.strip() for c in header.split("|")[2:-1]]
@@ -220,7 +220,7 @@ def test_source_breakdown_places_the_average_at_the_balance(tiny_cohort):
     assert maximum["off_blend"] > 0.01
     for row in rows.values():
         assert all(0 <= row[c] <= 1 for c in ("ssim_mri", "ssim_pet")) and row["vif_mri"] > 0 and row["vif_pet"] > 0
-    bad = run_script("source_breakdown.py", "--dataset_dir", tiny_cohort, "--models", "x=/nonexistent.ts", check=False)
+    bad = run_script("fusion_eval.py", "breakdown", "--dataset_dir", tiny_cohort, "--models", "x=/nonexistent.ts", check=False)
     assert bad.returncode == 2 and "/nonexistent.ts" in bad.stderr
-    bad = run_script("source_breakdown.py", "--dataset_dir", tiny_cohort, check=False)
+    bad = run_script("fusion_eval.py", "breakdown", "--dataset_dir", tiny_cohort, check=False)
     assert bad.returncode == 2 and "nothing to score" in bad.stderr

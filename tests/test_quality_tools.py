@@ -27,14 +27,14 @@ def test_objective_pieces_on_a_known_case():
 
 def test_gap_and_fronts_scripts_on_a_tiny_split(tiny_cohort, app_bundle, tmp_path):
     model = os.path.join(app_bundle, "models", "model.ts")
-    gap = run_script("objective_gap.py", "--dataset_dir", tiny_cohort, "--model", model, "--bundle_dir", app_bundle,
+    gap = run_script("fusion_eval.py", "gap", "--dataset_dir", tiny_cohort, "--model", model, "--bundle_dir", app_bundle,
                      "--crop", "24", "--max_iterations", "60", "--output", str(tmp_path / "gap.json"))
     result = json.loads((tmp_path / "gap.json").read_text())
     case = result["cases"][0]
     assert case["objective"]["optimum"] <= case["objective"]["blend"] and case["cube"] == [24, 24, 24]
     assert "gap closed" in gap.stdout and set(result["mean"]) == {"gap_closed", "blend", "network", "optimum"}
 
-    run_script("fusion_fronts.py", "--dataset_dir", tiny_cohort, "--split", "testing", "--bundle_dir", app_bundle,
+    run_script("fusion_eval.py", "fronts", "--dataset_dir", tiny_cohort, "--split", "testing", "--bundle_dir", app_bundle,
                "--model", f"net={model}", "--emphases", "0.2,0.8", "--shares", "0,0.5,1",
                "--output_dir", str(tmp_path / "fronts"))
     summary = json.loads((tmp_path / "fronts" / "summary.json").read_text())["methods"]
@@ -43,6 +43,6 @@ def test_gap_and_fronts_scripts_on_a_tiny_split(tiny_cohort, app_bundle, tmp_pat
     assert summary["net@0.2"]["ssim"]["mean"] != summary["net@0.8"]["ssim"]["mean"]
     assert (tmp_path / "fronts" / "fronts.png").stat().st_size > 10000
     assert "Default by the rule" in (tmp_path / "fronts" / "fronts.md").read_text()
-    bad = run_script("fusion_fronts.py", "--dataset_dir", tiny_cohort, "--model", f"net={model}", "--emphases", "2",
+    bad = run_script("fusion_eval.py", "fronts", "--dataset_dir", tiny_cohort, "--model", f"net={model}", "--emphases", "2",
                      "--output_dir", str(tmp_path / "x"), check=False)
     assert bad.returncode == 2 and "--emphases" in bad.stderr

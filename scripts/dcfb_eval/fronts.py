@@ -3,11 +3,33 @@ global blend's MRI share w), compared at matched operating points rather than at
 
 A point is (mean SSIM, mean of another metric) over a split's cases. One front lies above another where, over
 the range of SSIM that both cover, it reaches the higher value of the other metric.
+
+``main`` scores the network over lambda and the global blends over w on a datalist split, with the evaluation's
+pipeline, and picks the default lambda by a stated rule:
+
+    .venv/bin/python scripts/fusion_eval.py fronts --dataset_dir data/cohort --split validation \
+        --model dcfb_3d=bundle/models/model.ts --emphases 0.1,0.3,0.5,0.7,0.9 --shares 0,0.2,0.4,0.5,0.6,0.8,1 \
+        --output_dir runs/fronts_val
+
+Writes ``per_case.csv`` and ``summary.json`` (methods ``<model>@<lambda>`` and ``blend@<w>``), ``fronts.png``
+(SSIM against regional r, VIF and PSNR, one line per family) and ``fronts.md``: the points, whether any blend is
+at least as good as each network point on SSIM and regional r, and the lambda the rule picks (highest SSIM with
+r >= 0.95 and contrast kept >= 0.70).
 """
 
 from __future__ import annotations
 
+import csv
+import json
+import os
+
 import numpy as np
+from tqdm import tqdm
+
+from .comparison import BundlePipeline, parse_models, summarize
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PAIRS = (("ssim", "regional_corr"), ("ssim", "vif"), ("ssim", "psnr"))
 
 
 def blend_method(mri_share: float):
@@ -61,3 +83,114 @@ def choose_emphasis(points: list[tuple[float, dict]], min_corr: float = 0.95, mi
                 if p.get("regional_corr") is not None and p["regional_corr"] >= min_corr
                 and (p.get("contrast_kept") is None or p["contrast_kept"] >= min_kept)]
     return max(eligible, key=lambda lp: lp[1]["ssim"])[0] if eligible else None
+
+
+
+def _numbers(spec, name: str) -> list[float]:
+    # fire hands "0,0.5" over as a tuple of numbers and "0.5" as one number
+    values = spec.split(",") if isinstance(spec, str) else list(spec) if isinstance(spec, (tuple, list)) else [spec]
+    try:
+        numbers = [float(v) for v in values if str(v).strip() != ""]
+    except (TypeError, ValueError):
+        raise ValueError(f"--{name} must be numbers separated by commas, got {spec!r}") from None
+    if not numbers or any(not 0.0 <= v <= 1.0 for v in numbers):
+        raise ValueError(f"--{name} must lie in [0, 1], got {spec!r}")
+    return numbers
+
+
+def plot_fronts(summary: dict, families: list[str], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(PAIRS), figsize=(5 * len(PAIRS), 4.2))
+    for ax, (x, y) in zip(axes, PAIRS):
+        for family in families:
+            points = family_points(summary, family)
+            ax.plot([p[x] for _, p in points], [p[y] for _, p in points], "o-" if family == "blend" else "s-",
+                    label=family + (" (MRI share w)" if family == "blend" else " (PET emphasis lambda)"))
+            for param, p in points:
+                ax.annotate(f"{param:g}", (p[x], p[y]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("SSIM (mean of F vs MRI and F vs PET)")
+        ax.set_ylabel({"regional_corr": "regional PET pattern r", "vif": "VIF (sum over sources)",
+                       "psnr": "PSNR (mean of the two), dB"}[y])
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _cell(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def fronts_markdown(summary: dict, model_names: list[str], split: str, n_cases: int) -> str:
+    blends = [p for _, p in family_points(summary, "blend")]
+    lines = [f"Fronts on the {split} split ({n_cases} cases), means over cases.", ""]
+    for family in ["blend", *model_names]:
+        lines += [f"### {family}", "", "| parameter | SSIM | regional r | contrast kept | VIF | PSNR |"
+                  + (" blends at least as good on SSIM and r |" if family != "blend" else ""),
+                  "|---|---|---|---|---|---|" + ("---|" if family != "blend" else "")]
+        for param, p in family_points(summary, family):
+            row = (f"| {param:g} | {_cell(p['ssim'], '.4f')} | {_cell(p.get('regional_corr'), '.3f')} | "
+                   f"{_cell(p.get('contrast_kept'), '.3f')} | {_cell(p['vif'], '.4f')} | {_cell(p['psnr'], '.2f')} |")
+            if family != "blend":
+                better = dominating_blends(p, blends, "ssim", "regional_corr")
+                row += (" none |" if not better else
+                        " " + ", ".join(f"w={family_points(summary, 'blend')[i][0]:g}" for i in better) + " |")
+            lines.append(row)
+        if family != "blend":
+            chosen = choose_emphasis(family_points(summary, family))
+            lines += ["", "Default by the rule (highest SSIM with r >= 0.95 and contrast kept >= 0.70): "
+                      + (f"lambda = {chosen:g}" if chosen is not None else "no lambda qualifies")]
+            best_blend = max(blends, key=lambda b: b["ssim"])
+            lines.append(f"Best global blend by SSIM: {best_blend['ssim']:.4f} "
+                         f"(r {_cell(best_blend.get('regional_corr'), '.3f')}).")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(dataset_dir: str, output_dir: str, model: str = "", models_2d: str = "", split: str = "validation",
+         emphases: str = "0.1,0.3,0.5,0.7,0.9", shares: str = "0,0.2,0.4,0.5,0.6,0.8,1", max_cases: int = 0,
+         bundle_dir: str = os.path.join(ROOT, "bundle")) -> str:
+    """Score every lambda of each ``model`` (3D, ``name=path.ts[,...]``) and ``models_2d`` (2D, applied slice by
+    slice) and every blend share; returns fronts.md's path."""
+    lams, ws = _numbers(emphases, "emphases"), _numbers(shares, "shares")
+    models, flat = parse_models(model), parse_models(models_2d)
+    if not models and not flat:
+        raise ValueError("--model (or --models_2d): give name=path.ts")
+    for name, path in {**models, **flat}.items():
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"model {name}: file not found: {path}")
+    pipeline = BundlePipeline(bundle_dir)
+    pipeline.keep_metrics(["ssim", "vif", "psnr"])
+    from scripts.data import load_fusion_datalist
+
+    items = load_fusion_datalist(os.path.join(dataset_dir, "datalist.json"), split, dataset_dir)
+    items = items[:max_cases] if max_cases else items
+    methods = {f"blend@{w:g}": blend_method(w) for w in ws}
+    for spatial_dims, group in ((3, models), (2, flat)):
+        for name, path in group.items():
+            for lam in lams:
+                methods[f"{name}@{lam:g}"] = pipeline.torchscript_method(path, spatial_dims, pet_emphasis=lam)
+    rows = []
+    for item in tqdm(items, desc="cases", unit="case"):
+        rows.extend(pipeline.score_case(item, methods))
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "per_case.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = summarize(rows)
+    with open(os.path.join(output_dir, "summary.json"), "w") as f:
+        json.dump({"split": split, "cases": len(items), "methods": summary}, f, indent=2)
+    plot_fronts(summary, ["blend", *models, *flat], os.path.join(output_dir, "fronts.png"))
+    text = fronts_markdown(summary, [*models, *flat], split, len(items))
+    path = os.path.join(output_dir, "fronts.md")
+    with open(path, "w") as f:
+        f.write(text)
+    print(text)
+    return path
+

@@ -1,6 +1,6 @@
-"""Write the evaluation report (markdown and pictures) from an ``evaluate_methods.py`` run.
+"""Write the evaluation report (markdown and pictures) from an ``fusion_eval.py compare`` run.
 
-    .venv/bin/python scripts/make_report.py --eval_dir runs/eval --dataset_dir data/cohort \
+    .venv/bin/python scripts/fusion_eval.py report --eval_dir runs/eval --dataset_dir data/cohort \
         --models dcfb_3d=bundle/models/model.ts --train_log runs/release/train.log --output_dir bundle/docs
 
 Writes ``report.md`` and ``images/`` (metric chart, tri-planar views of a normal and an Alzheimer-like
@@ -12,19 +12,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 
-import fire
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .comparison import BundlePipeline, methods_from_flags, parse_models, parse_names
 
-from dcfb_eval.comparison import BundlePipeline, methods_from_flags, parse_models, parse_names  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "en": "EN (bits)", "sd": "SD", "sf": "SF", "ag": "AG",
                  "mi": "MI (bits)", "nmi": "NMI", "fmi": "FMI (pixel)", "scd": "SCD", "vif": "VIF", "qabf": "Qabf",
@@ -44,7 +41,7 @@ HOW_TO_READ = """## How to read these numbers
 - MI, NMI, SCD, VIF and Qabf measure what F keeps of the sources: information, correlations of
   differences, visual information (summed over the two sources) and edges (0.975 is the ceiling with the
   standard constants). VIF summed over the sources behaves like the paper's PSNR: lowest for a balanced
-  blend of the sources and highest for a copy of either (`scripts/blend_sweep.py`), while SSIM peaks near
+  blend of the sources and highest for a copy of either (`scripts/fusion_eval.py blends`), while SSIM peaks near
   the balance. So a method can gain PSNR and VIF by losing SSIM; compare methods at equal SSIM, or read the
   three together.
 - Regional r and contrast kept are the clinical check: the correlation between F's and the PET's mean in
@@ -174,16 +171,13 @@ def main(eval_dir: str, dataset_dir: str, output_dir: str = os.path.join(ROOT, "
     summary_doc = json.load(open(os.path.join(eval_dir, "summary.json")))
     summary = summary_doc["methods"]
     pipeline = BundlePipeline(bundle_dir)
-    try:  # before anything is written: a missing model file is a clear error, not a half-written report
-        methods = methods_from_flags(pipeline, models, models_2d)
-    except ValueError as error:
-        print(f"make_report: {error}", file=sys.stderr)
-        sys.exit(2)
+    # before anything is written: a missing model file is a clear error, not a half-written report
+    methods = methods_from_flags(pipeline, models, models_2d)
     images = os.path.join(output_dir, "images")
     os.makedirs(images, exist_ok=True)
     lines = ["# DCFB fusion: evaluation report", "",
              f"Test split of `{dataset_dir}` ({summary_doc['cases']} subjects), every metric over the whole head "
-             "on each MRI's own grid (`scripts/evaluate_methods.py`, `bundle/scripts/fusion_measures.py`). "
+             "on each MRI's own grid (`scripts/fusion_eval.py compare`, `bundle/scripts/fusion_measures.py`). "
              "Mean ± standard deviation over subjects; time per volume on this machine's CPU.", ""]
     if notes:
         lines += [notes, ""]
@@ -224,6 +218,3 @@ def main(eval_dir: str, dataset_dir: str, output_dir: str = os.path.join(ROOT, "
     print(f"report: {report}")
     return report
 
-
-if __name__ == "__main__":
-    fire.Fire(main)

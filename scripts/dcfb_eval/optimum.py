@@ -1,7 +1,7 @@
 """What fused image does a loss ask for? Optimise F itself (no network) under a loss on one subject and
 score it: the best any network trained on that loss can do, and where the loss pulls.
 
-    .venv/bin/python scripts/loss_optimum.py --dataset_dir data/cohort --split testing --case 0 \
+    .venv/bin/python scripts/fusion_eval.py optimum --dataset_dir data/cohort --split testing --case 0 \
         --losses paper,bundle --iterations 60
 
 ``paper`` is ``FusionLoss()`` (the paper's 2:1:2:1:2:1 weights), ``bundle`` the loss of
@@ -12,19 +12,16 @@ cube of ``crop`` voxels (whole volumes take minutes per iteration on a CPU); it 
 from __future__ import annotations
 
 import os
-import sys
 import time
 
-import fire
 import nibabel as nib
 import numpy as np
 import torch
 from tqdm import trange
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .comparison import BundlePipeline
 
-from dcfb_eval.comparison import BundlePipeline  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def optimise(loss_fn, sources: torch.Tensor, iterations: int, lr: float = 0.02) -> torch.Tensor:
@@ -52,9 +49,7 @@ def main(dataset_dir: str, split: str = "testing", case: int = 0, losses: str = 
 
     item = load_fusion_datalist(os.path.join(dataset_dir, "datalist.json"), split, dataset_dir)[case]
     if not item.get("regions"):
-        print(f"loss_optimum: {item['id']}: no regions in the datalist (scripts/generate_cohort.py writes them)",
-              file=sys.stderr)
-        sys.exit(2)
+        raise ValueError(f"{item['id']}: no regions in the datalist (scripts/generate_cohort.py writes them)")
     # the sources as the network sees them (the bundle's preprocessing), back on the MRI's grid where the
     # cohort's regions lie
     data = pipeline.preprocessing({"mri": item["mri"], "pet": item["pet"]})
@@ -69,8 +64,7 @@ def main(dataset_dir: str, split: str = "testing", case: int = 0, losses: str = 
     candidates = {"average": None, "mri": None}
     for name in (losses.split(",") if isinstance(losses, str) else losses):
         if name not in known:
-            print(f"loss_optimum: unknown loss '{name}'; known: {sorted(known)}", file=sys.stderr)
-            sys.exit(2)
+            raise ValueError(f"unknown loss '{name}'; known: {sorted(known)}")
         candidates[name] = known[name]()
     for name, loss_fn in candidates.items():
         start = time.perf_counter()
@@ -87,6 +81,3 @@ def main(dataset_dir: str, split: str = "testing", case: int = 0, losses: str = 
         print(f"{row['F']:>18}: PSNR {psnr:6.2f}  SSIM {row['ssim']:.3f} (MRI {ssim_mri:.3f}, PET {ssim_pet:.3f})  "
               f"regional r {row['regional_corr']:.3f}  contrast kept {row['contrast_kept']:.2f}", flush=True)
 
-
-if __name__ == "__main__":
-    fire.Fire(main)

@@ -4,7 +4,7 @@ w = <F - PET, MRI - PET> / |MRI - PET|^2 (the w of the global blend nearest to F
 difference from that blend, |F - PET - w (MRI - PET)|^2 / |MRI - PET|^2. All inside the head mask, on each
 MRI's own grid, with the evaluation's pipeline.
 
-    .venv/bin/python scripts/source_breakdown.py --dataset_dir data/cohort --split validation \
+    .venv/bin/python scripts/fusion_eval.py breakdown --dataset_dir data/cohort --split validation \
         --models dcfb_3d=bundle/models/model.ts --models_2d dcfb_2d=runs/comparison/dcfb_2d/model.ts
 
 Two fusions with the same w can still differ in whose local structure they keep: SSIM and VIF against each
@@ -14,17 +14,14 @@ source say which. Prints a markdown table of the means over the cases; --baselin
 from __future__ import annotations
 
 import os
-import sys
 
-import fire
 import numpy as np
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .comparison import BundlePipeline, methods_from_flags
 
-from dcfb_eval.comparison import BundlePipeline, methods_from_flags  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 COLUMNS = ("mri_share", "off_blend", "psnr_mri", "psnr_pet", "ssim_mri", "ssim_pet", "vif_mri", "vif_pet")
 
@@ -52,14 +49,9 @@ def main(dataset_dir: str, split: str = "validation", models: str = "", models_2
          max_cases: int = 0, bundle_dir: str = os.path.join(ROOT, "bundle")) -> str:
     """Break down each method's scores per source on ``split``; return the markdown table (fire prints it)."""
     pipeline = BundlePipeline(bundle_dir)  # puts the bundle, and so its ``scripts`` package, on the path
-    try:
-        methods = methods_from_flags(pipeline, models, models_2d, baselines)
-    except ValueError as error:
-        print(f"source_breakdown: {error}", file=sys.stderr)
-        sys.exit(2)
+    methods = methods_from_flags(pipeline, models, models_2d, baselines)
     if not methods:
-        print("source_breakdown: nothing to score: give --models, --models_2d or --baselines", file=sys.stderr)
-        sys.exit(2)
+        raise ValueError("nothing to score: give --models, --models_2d or --baselines")
     from scripts.data import load_fusion_datalist
 
     items = load_fusion_datalist(os.path.join(dataset_dir, "datalist.json"), split, dataset_dir)
@@ -71,13 +63,9 @@ def main(dataset_dir: str, split: str = "validation", models: str = "", models_2
             try:
                 rows[name].append(breakdown(f[0, 0], sources[0, 0], sources[0, 1], mask))
             except ValueError as error:
-                print(f"source_breakdown: {item['mri']}: {error}", file=sys.stderr)
-                sys.exit(1)
+                raise ValueError(f"{item['mri']}: {error}") from error
     lines = ["| method | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for name, scored in rows.items():
         lines.append(f"| {name} | " + " | ".join(f"{np.mean([r[c] for r in scored]):.4f}" for c in COLUMNS) + " |")
     return "\n".join(lines)
 
-
-if __name__ == "__main__":
-    fire.Fire(main)

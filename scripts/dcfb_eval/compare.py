@@ -1,7 +1,7 @@
 """Compare fusion methods on a datalist split: the classical baselines and any TorchScript models, every
 metric of the bundle inside the head mask, on each MRI's own grid; per-case CSV and a JSON summary.
 
-    .venv/bin/python scripts/evaluate_methods.py --dataset_dir data/cohort --split testing \
+    .venv/bin/python scripts/fusion_eval.py compare --dataset_dir data/cohort --split testing \
         --models dcfb_3d=bundle/models/model.ts [--models_2d dcfb_2d=model_2d.ts] --output_dir runs/eval
 Add models to an earlier comparison without scoring the rest again:
     ... --baselines none --models no_cross_attention=runs/comparison/no_cross_attention/model.ts --merge
@@ -12,15 +12,12 @@ from __future__ import annotations
 import csv
 import json
 import os
-import sys
 
-import fire
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .comparison import BundlePipeline, methods_from_flags, parse_names, summarize
 
-from dcfb_eval.comparison import BundlePipeline, methods_from_flags, parse_names, summarize  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _read_row(row: dict) -> dict:
@@ -42,17 +39,12 @@ def main(dataset_dir: str, output_dir: str, split: str = "testing", bundle_dir: 
         try:
             pipeline.keep_metrics(parse_names(metrics))
         except ValueError as error:
-            print(f"evaluate_methods: --metrics: {error}", file=sys.stderr)
-            sys.exit(2)
+            raise ValueError(f"--metrics: {error}") from error
     from scripts.data import load_fusion_datalist
 
     items = load_fusion_datalist(os.path.join(dataset_dir, "datalist.json"), split, dataset_dir)
     items = items[:max_cases] if max_cases else items
-    try:
-        methods = methods_from_flags(pipeline, models, models_2d, baselines)
-    except ValueError as error:
-        print(f"evaluate_methods: {error}", file=sys.stderr)
-        sys.exit(2)
+    methods = methods_from_flags(pipeline, models, models_2d, baselines)
     csv_path = os.path.join(output_dir, "per_case.csv")
     rows = []
     if merge and os.path.isfile(csv_path):
@@ -73,6 +65,3 @@ def main(dataset_dir: str, output_dir: str, split: str = "testing", bundle_dir: 
                                               if k != "n" and v["mean"] is not None))
     return summary_path
 
-
-if __name__ == "__main__":
-    fire.Fire(main)

@@ -1,7 +1,7 @@
 """How do the fusion metrics respond to the balance between the sources? Score global blends
 F = w * MRI + (1 - w) * PET for a range of MRI shares w, with the evaluation's own pipeline and metrics.
 
-    .venv/bin/python scripts/blend_sweep.py --dataset_dir data/cohort --split validation --max_cases 1 \
+    .venv/bin/python scripts/fusion_eval.py blends --dataset_dir data/cohort --split validation --max_cases 1 \
         --weights 0,0.1,0.25,0.4,0.5,0.6,0.75,0.9,1 --metrics psnr,ssim,vif,qabf
 
 No network: this shows where each metric puts its optimum. A metric that peaks at a balanced blend (SSIM, the
@@ -15,13 +15,11 @@ from __future__ import annotations
 import os
 import sys
 
-import fire
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .comparison import BundlePipeline, parse_names
 
-from dcfb_eval.comparison import BundlePipeline, parse_names  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def blend_method(mri_share: float):
@@ -42,18 +40,15 @@ def main(dataset_dir: str, split: str = "validation", max_cases: int = 1, weight
     try:
         shares = [float(w) for w in values if str(w).strip() != ""]
     except (TypeError, ValueError):
-        print(f"blend_sweep: --weights must be numbers separated by commas, got {weights!r}", file=sys.stderr)
-        sys.exit(2)
+        raise ValueError(f"--weights must be numbers separated by commas, got {weights!r}")
     if not shares or any(not 0.0 <= w <= 1.0 for w in shares):
-        print(f"blend_sweep: --weights must lie in [0, 1], got {weights!r}", file=sys.stderr)
-        sys.exit(2)
+        raise ValueError(f"--weights must lie in [0, 1], got {weights!r}")
     pipeline = BundlePipeline(bundle_dir)
     wanted = parse_names(metrics)
     try:
         pipeline.keep_metrics(wanted)
     except ValueError as error:
-        print(f"blend_sweep: --metrics: {error}", file=sys.stderr)
-        sys.exit(2)
+        raise ValueError(f"--metrics: {error}") from error
     from scripts.data import load_fusion_datalist
 
     items = load_fusion_datalist(os.path.join(dataset_dir, "datalist.json"), split, dataset_dir)[:max_cases]
@@ -61,13 +56,10 @@ def main(dataset_dir: str, split: str = "validation", max_cases: int = 1, weight
     rows = []
     for item in items:
         rows += pipeline.score_case(item, methods)
-        print(f"blend_sweep: {os.path.basename(str(item['id']))} scored", file=sys.stderr)
+        print(f"fusion_eval blends: {os.path.basename(str(item['id']))} scored", file=sys.stderr)
     lines = ["| MRI share w | " + " | ".join(wanted) + " |", "|---" * (len(wanted) + 1) + "|"]
     for name in methods:
         means = [np.mean([r[m] for r in rows if r["method"] == name]) for m in wanted]
         lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in means) + " |")
     return "\n".join(lines)
 
-
-if __name__ == "__main__":
-    fire.Fire(main)

@@ -1,20 +1,18 @@
 """Where runs of a loss-weight sweep land against two metrics (e.g. SSIM against VIF), one line per network:
 the picture that tells a better network from one that sits at another point of the same trade-off.
 
-    .venv/bin/python scripts/plot_tradeoff.py --output bundle/docs/images/tradeoff.png --x ssim --y vif \
+    .venv/bin/python scripts/fusion_eval.py tradeoff --output bundle/docs/images/tradeoff.png --x ssim --y vif \
         --points "3D@0=runs/eval_val/summary.json:dcfb_3d;2D@0=runs/eval_val/summary.json:dcfb_2d;..."
 
 ``points``: ``series@weight=summary.json:method`` separated by ``;`` (``summary.json`` as written by
-``evaluate_methods.py``). Prints a markdown table of every point (PSNR, SSIM, VIF, Qabf, regional pattern).
+``fusion_eval.py compare``). Prints a markdown table of every point (PSNR, SSIM, VIF, Qabf, regional pattern).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 
-import fire
 import matplotlib
 
 matplotlib.use("Agg")
@@ -42,27 +40,21 @@ def parse_points(spec: str) -> list[dict]:
 def main(points: str, output: str, x: str = "ssim", y: str = "vif") -> str:
     """Draw ``y`` against ``x`` for every point, a line per series in weight order; print the table."""
     if x not in TABLE_KEYS or y not in TABLE_KEYS:
-        print(f"plot_tradeoff: --x and --y must be among {list(TABLE_KEYS)}, got {x!r} and {y!r}", file=sys.stderr)
-        sys.exit(2)
+        raise ValueError(f"--x and --y must be among {list(TABLE_KEYS)}, got {x!r} and {y!r}")
     try:
         parsed = parse_points(points)
     except ValueError as error:
-        print(f"plot_tradeoff: --points: {error}", file=sys.stderr)
-        sys.exit(2)
+        raise ValueError(f"--points: {error}")
     rows = []
     for point in parsed:
         if not os.path.isfile(point["path"]):
-            print(f"plot_tradeoff: {point['path']}: file not found", file=sys.stderr)
-            sys.exit(2)
+            raise ValueError(f"{point['path']}: file not found")
         methods = json.load(open(point["path"]))["methods"]
         if point["method"] not in methods:
-            print(f"plot_tradeoff: {point['path']}: no method '{point['method']}' (has {sorted(methods)})",
-                  file=sys.stderr)
-            sys.exit(2)
+            raise ValueError(f"{point['path']}: no method '{point['method']}' (has {sorted(methods)})")
         rows.append({**point, **{k: methods[point["method"]].get(k, {}).get("mean") for k in TABLE_KEYS}})
         if rows[-1][x] is None or rows[-1][y] is None:
-            print(f"plot_tradeoff: {point['path']}: method '{point['method']}' has no {x} or no {y}", file=sys.stderr)
-            sys.exit(2)
+            raise ValueError(f"{point['path']}: method '{point['method']}' has no {x} or no {y}")
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for series in dict.fromkeys(r["series"] for r in rows):
         line = sorted((r for r in rows if r["series"] == series), key=lambda r: r["weight"])
@@ -82,6 +74,3 @@ def main(points: str, output: str, x: str = "ssim", y: str = "vif") -> str:
         print(f"| {r['series']} | {r['weight']:g} | " + " | ".join(cells) + " |")
     return output
 
-
-if __name__ == "__main__":
-    fire.Fire(main)

@@ -1,7 +1,7 @@
 """The project's quality number: how much of the objective's gap between the best global blend of the sources and
 the per-subject optimum a network closes, with the metrics of all three, per case of a datalist split.
 
-    .venv/bin/python scripts/objective_gap.py --dataset_dir data/cohort --split testing \
+    .venv/bin/python scripts/fusion_eval.py gap --dataset_dir data/cohort --split testing \
         --model bundle/models/model.ts --pet_emphasis 0.5 --crop 96 --output runs/gap/gap.json
 
 For each case, on a cube of ``crop`` voxels at the centre of the head on the MRI's own grid (whole volumes take
@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
-import fire
 import nibabel as nib
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .comparison import BundlePipeline
+from .objective import best_global_blend, gap_closed, objective_value, per_subject_optimum
 
-from dcfb_eval.comparison import BundlePipeline  # noqa: E402
-from dcfb_eval.objective import best_global_blend, gap_closed, objective_value, per_subject_optimum  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _scores(fm, fused, sources, mask, regions) -> dict:
@@ -43,9 +40,11 @@ def _scores(fm, fused, sources, mask, regions) -> dict:
 
 
 def main(dataset_dir: str, model: str, split: str = "testing", pet_emphasis: float = 0.5, crop: int = 96,
+         spatial_dims: int = 3,
          max_cases: int = 0, max_iterations: int = 2000, output: str = "",
          bundle_dir: str = os.path.join(ROOT, "bundle")) -> dict:
-    """Print and return (and with ``output``, write as JSON) the per-case gap table and its means."""
+    """Print and return (and with ``output``, write as JSON) the per-case gap table and its means. ``spatial_dims``
+    2: ``model`` is a 2D network, applied slice by slice."""
     if not os.path.isfile(model):
         raise FileNotFoundError(f"{model}: model file not found")
     if not 0.0 <= float(pet_emphasis) <= 1.0:
@@ -58,7 +57,7 @@ def main(dataset_dir: str, model: str, split: str = "testing", pet_emphasis: flo
     parser = ConfigParser()
     parser.read_config(os.path.join(bundle_dir, "configs", "train.json"))
     loss_fn = parser.get_parsed_content("loss")
-    network = pipeline.torchscript_method(model, pet_emphasis=pet_emphasis)
+    network = pipeline.torchscript_method(model, int(spatial_dims), pet_emphasis=pet_emphasis)
     items = load_fusion_datalist(os.path.join(dataset_dir, "datalist.json"), split, dataset_dir)
     items = items[:max_cases] if max_cases else items
     rows = []
@@ -104,17 +103,10 @@ def main(dataset_dir: str, model: str, split: str = "testing", pet_emphasis: flo
         mean[name]["objective"] = float(np.mean([r["objective"][name] for r in rows]))
     print(f"mean over {len(rows)} case(s): gap closed {mean['gap_closed']:.1%}; SSIM blend {mean['blend']['ssim']:.4f}, "
           f"network {mean['network']['ssim']:.4f}, optimum {mean['optimum']['ssim']:.4f}")
-    result = {"model": model, "split": split, "pet_emphasis": pet_emphasis, "crop": crop, "cases": rows, "mean": mean}
+    result = {"model": model, "spatial_dims": int(spatial_dims), "split": split, "pet_emphasis": pet_emphasis, "crop": crop, "cases": rows, "mean": mean}
     if output:
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         with open(output, "w") as f:
             json.dump(result, f, indent=2)
     return result
 
-
-if __name__ == "__main__":
-    try:
-        fire.Fire(main, serialize=lambda result: None)  # the table is printed; the JSON goes to --output
-    except (FileNotFoundError, ValueError) as err:
-        print(f"objective_gap: {err}", file=sys.stderr)
-        sys.exit(2)
