@@ -13,9 +13,38 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.blocks import Convolution
-from monai.networks.layers.factories import Conv
+from monai.networks.layers.factories import Conv, Norm
 
-__all__ = ["DeformableCrossAttention", "CrossFeatureBlend", "EmphasisFiLM", "DCFBNet"]
+__all__ = ["ChannelNorm", "DeformableCrossAttention", "CrossFeatureBlend", "EmphasisFiLM", "DCFBNet"]
+
+
+class ChannelNorm(nn.Module):
+    """Layer normalisation over the channels of each voxel, with a per-channel scale and shift.
+
+    Its statistics do not depend on the field of view: a network normalised this way gives the same output for a
+    voxel whether it runs on a training patch, a sliding window or the whole volume (instance and group
+    normalisation use the statistics of whatever they are given, so a network trained on patches sees other
+    statistics on a whole volume). MONAI's norm factory has no per-voxel channel normalisation; it is registered
+    there as ``"CHANNEL"``.
+
+    Shapes: [B, C, *S] -> [B, C, *S].
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=1, keepdim=True)
+        var = (x - mean).pow(2).mean(dim=1, keepdim=True)
+        shape = [1, x.shape[1]] + [1] * (x.ndim - 2)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(shape)
+
+
+if "CHANNEL" not in Norm.names:
+    Norm.add_factory_callable("CHANNEL", lambda spatial_dims: ChannelNorm)
 
 
 def _reference_grid(shape: list[int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -111,6 +140,7 @@ class CrossFeatureBlend(nn.Module):
         num_points: int = 4,
         max_offset: float = 4.0,
         cross_attention: bool = True,
+        norm: str = "INSTANCE",
     ) -> None:
         super().__init__()
         conv = Conv[Conv.CONV, spatial_dims]
@@ -121,7 +151,7 @@ class CrossFeatureBlend(nn.Module):
             else []
         )
         self.gate = conv(2 * channels, channels, kernel_size=1)
-        self.merge = Convolution(spatial_dims, 2 * channels, channels, kernel_size=1, act="LEAKYRELU", norm="INSTANCE")
+        self.merge = Convolution(spatial_dims, 2 * channels, channels, kernel_size=1, act="LEAKYRELU", norm=norm)
 
     def forward(self, mri: torch.Tensor, pet: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         updates: list[torch.Tensor] = []
@@ -139,15 +169,15 @@ class _Encoder(nn.Module):
     """One modality: a strided stem, then a strided conv and a conv per level. [B,1,*S] -> list of
     [B, f_i, *S / 2**(i+1)] for i in 0..len(features)-1."""
 
-    def __init__(self, spatial_dims: int, features: Sequence[int]) -> None:
+    def __init__(self, spatial_dims: int, features: Sequence[int], norm: str = "INSTANCE") -> None:
         super().__init__()
         levels = []
         in_ch = 1
         for f in features:
             levels.append(
                 nn.Sequential(
-                    Convolution(spatial_dims, in_ch, f, strides=2, kernel_size=3, act="LEAKYRELU", norm="INSTANCE"),
-                    Convolution(spatial_dims, f, f, kernel_size=3, act="LEAKYRELU", norm="INSTANCE"),
+                    Convolution(spatial_dims, in_ch, f, strides=2, kernel_size=3, act="LEAKYRELU", norm=norm),
+                    Convolution(spatial_dims, f, f, kernel_size=3, act="LEAKYRELU", norm=norm),
                 )
             )
             in_ch = f
@@ -202,6 +232,8 @@ class DCFBNet(nn.Module):
         shared_encoder: one encoder for both modalities (ablation).
         cross_attention: False keeps the blend but drops the attention (ablation).
         detail_channels: channels of the full-resolution detail path (at least 1).
+        norm: the feature normalisation, a MONAI norm name: ``"INSTANCE"`` (statistics of the input it is given) or
+            ``"CHANNEL"`` (``ChannelNorm``, per voxel: the same output on a patch and on the whole volume).
         pet_emphasis: the lambda used when ``forward`` is not given one (0 favours the MRI, 1 the PET);
             a buffer, so it can be changed on a loaded TorchScript model
             (``model.pet_emphasis.fill_(0.7)``), and not part of the checkpoint.
@@ -222,6 +254,7 @@ class DCFBNet(nn.Module):
         cross_attention: bool = True,
         detail_channels: int = 8,
         pet_emphasis: float = 0.5,
+        norm: str = "INSTANCE",
     ) -> None:
         super().__init__()
         for name, flag in (("shared_encoder", shared_encoder), ("cross_attention", cross_attention)):
@@ -242,8 +275,8 @@ class DCFBNet(nn.Module):
         self.spatial_dims = spatial_dims
         self.divisor = 2 ** len(features)
         self.register_buffer("pet_emphasis", torch.tensor(float(pet_emphasis)), persistent=False)
-        self.mri_encoder = _Encoder(spatial_dims, features)
-        self.pet_encoder = self.mri_encoder if shared_encoder else _Encoder(spatial_dims, features)
+        self.mri_encoder = _Encoder(spatial_dims, features, norm)
+        self.pet_encoder = self.mri_encoder if shared_encoder else _Encoder(spatial_dims, features, norm)
         self.blends = nn.ModuleList(
             [
                 CrossFeatureBlend(
@@ -253,6 +286,7 @@ class DCFBNet(nn.Module):
                     num_points,
                     max_offset,
                     cross_attention=cross_attention and (i in attention_levels),
+                    norm=norm,
                 )
                 for i, f in enumerate(features)
             ]
@@ -262,12 +296,7 @@ class DCFBNet(nn.Module):
         self.decoders = nn.ModuleList(
             [
                 Convolution(
-                    spatial_dims,
-                    features[i + 1] + features[i],
-                    features[i],
-                    kernel_size=3,
-                    act="LEAKYRELU",
-                    norm="INSTANCE",
+                    spatial_dims, features[i + 1] + features[i], features[i], kernel_size=3, act="LEAKYRELU", norm=norm
                 )
                 for i in range(len(features) - 2, -1, -1)
             ]

@@ -156,16 +156,29 @@ def default_methods(pipeline: BundlePipeline, models: dict[str, str], models_2d:
     if unknown:
         raise ValueError(f"--baselines: unknown baseline(s) {unknown}; known: {sorted(CLASSICAL_METHODS)}")
     methods = {name: CLASSICAL_METHODS[name] for name in (CLASSICAL_METHODS if baselines is None else baselines)}
-    for name, path in models.items():
-        methods[name] = pipeline.torchscript_method(path)
-    for name, path in (models_2d or {}).items():
-        methods[name] = pipeline.torchscript_method(path, spatial_dims=2)
+    for spatial_dims, group in ((3, models), (2, models_2d or {})):
+        for name, path in group.items():
+            methods[name] = pipeline.torchscript_method(path, spatial_dims, pet_emphasis=emphasis_of(name))
     return methods
+
+
+def emphasis_of(name: str) -> float | None:
+    """The PET emphasis a method name asks for: ``dcfb_3d@0.75`` -> 0.75; None without ``@``."""
+    if "@" not in name:
+        return None
+    try:
+        value = float(name.rsplit("@", 1)[1])
+    except ValueError:
+        raise ValueError(f"model {name}: the part after @ must be a PET emphasis in [0, 1]") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"model {name}: the PET emphasis after @ must lie in [0, 1]")
+    return value
 
 
 def methods_from_flags(pipeline: BundlePipeline, models: str = "", models_2d: str = "", baselines: str = "all"):
     """The methods a script's flags name: ``models`` (3D) and ``models_2d`` (2D, slice by slice) as
-    ``name=path.ts[,...]``, ``baselines`` as ``all``, ``none`` or ``average,pca,...``. ValueError names a model
+    ``name=path.ts[,...]`` (a name ``x@0.75`` runs a conditioned model at PET emphasis 0.75), ``baselines`` as
+    ``all``, ``none`` or ``average,pca,...``. ValueError names a model
     file that is missing or an unknown baseline."""
     model_paths, model_paths_2d = parse_models(models), parse_models(models_2d)
     for name, path in {**model_paths, **model_paths_2d}.items():

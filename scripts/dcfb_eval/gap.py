@@ -21,6 +21,7 @@ import time
 import nibabel as nib
 import numpy as np
 import torch
+from tqdm import trange
 
 from .comparison import BundlePipeline
 from .objective import best_global_blend, gap_closed, objective_value, per_subject_optimum
@@ -39,12 +40,28 @@ def _scores(fm, fused, sources, mask, regions) -> dict:
     }
 
 
+def fit_to_case(model: str, loss_fn, sources: torch.Tensor, pet_emphasis: float, steps: int) -> torch.Tensor:
+    """A fresh copy of the TorchScript ``model`` trained on ``sources`` [2, *S] alone; returns its F [*S]."""
+    network = torch.jit.load(model, map_location="cpu").train()
+    optimizer = torch.optim.Adam(network.parameters(), lr=2e-4)
+    x, lam = sources[None], torch.tensor([float(pet_emphasis)])
+    for _ in trange(steps, desc="fitting the network to the case", unit="step", leave=False):
+        optimizer.zero_grad()
+        loss_fn(network(x, lam), x, lam).backward()
+        optimizer.step()
+    with torch.no_grad():
+        return network.eval()(x, lam)[0, 0].clamp(0, 1)
+
+
 def main(dataset_dir: str, model: str, split: str = "testing", pet_emphasis: float = 0.5, crop: int = 96,
-         spatial_dims: int = 3,
+         spatial_dims: int = 3, fit_steps: int = 0,
          max_cases: int = 0, max_iterations: int = 2000, output: str = "",
          bundle_dir: str = os.path.join(ROOT, "bundle")) -> dict:
     """Print and return (and with ``output``, write as JSON) the per-case gap table and its means. ``spatial_dims``
-    2: ``model`` is a 2D network, applied slice by slice."""
+    2: ``model`` is a 2D network, applied slice by slice. ``fit_steps`` > 0 adds a fourth row, the architecture's
+    capacity: a copy of the (3D) network trained on the case's cube alone for that many Adam steps (learning rate
+    2e-4, as the bundle trains) at the same lambda; near the optimum means the network can express what the
+    objective asks for, and the limit is in the training, not in the architecture."""
     if not os.path.isfile(model):
         raise FileNotFoundError(f"{model}: model file not found")
     if not 0.0 <= float(pet_emphasis) <= 1.0:
@@ -80,6 +97,7 @@ def main(dataset_dir: str, model: str, split: str = "testing", pet_emphasis: flo
         w, blend_value, blend = best_global_blend(loss_fn, sources, pet_emphasis)
         optimum = per_subject_optimum(loss_fn, sources, pet_emphasis, start=blend, max_iterations=max_iterations)
         net_value = objective_value(loss_fn, net, sources, pet_emphasis)
+        fitted = fit_to_case(model, loss_fn, sources, pet_emphasis, int(fit_steps)) if fit_steps else None
         row = {
             "case": item["id"], "pattern": item.get("pattern", ""), "cube": [c.stop - c.start for c in cube],
             "blend_share": w, "objective": {"blend": blend_value, "network": net_value, "optimum": optimum.value},
@@ -89,21 +107,33 @@ def main(dataset_dir: str, model: str, split: str = "testing", pet_emphasis: flo
             "blend": _scores(fm, blend, sources, mask, regions), "network": _scores(fm, net, sources, mask, regions),
             "optimum": _scores(fm, optimum.fused, sources, mask, regions), "seconds": time.perf_counter() - start,
         }
+        if fitted is not None:
+            row["objective"]["fitted"] = objective_value(loss_fn, fitted, sources, pet_emphasis)
+            row["fitted"] = _scores(fm, fitted, sources, mask, regions)
+            row["fitted_gap_closed"] = gap_closed(blend_value, row["objective"]["fitted"], optimum.value)
         rows.append(row)
         print(f"{row['case']}: objective blend {blend_value:.4f} (w {w:.3f})  network {net_value:.4f}  optimum "
               f"{optimum.value:.4f} ({optimum.iterations} steps, {'converged' if optimum.converged else 'NOT converged'})"
               f"  gap closed {row['gap_closed']:.1%}", flush=True)
-        for name in ("blend", "network", "optimum"):
+        if fitted is not None:
+            print(f"    network fitted to this cube ({fit_steps} steps): objective {row['objective']['fitted']:.4f}, "
+                  f"gap closed {row['fitted_gap_closed']:.1%}", flush=True)
+        for name in ("blend", "network", "optimum", "fitted"):
+            if name not in row:
+                continue
             sc = row[name]
             print(f"    {name:>8}: SSIM {sc['ssim']:.4f}  VIF {sc['vif']:.4f}  PSNR {sc['psnr']:.2f}  "
                   f"r {sc['regional_corr']:.3f}  contrast kept {sc['contrast_kept']:.3f}", flush=True)
     mean = {"gap_closed": float(np.mean([r["gap_closed"] for r in rows]))}
-    for name in ("blend", "network", "optimum"):
+    if fit_steps:
+        mean["fitted_gap_closed"] = float(np.mean([r["fitted_gap_closed"] for r in rows]))
+    for name in ("blend", "network", "optimum") + (("fitted",) if fit_steps else ()):
         mean[name] = {k: float(np.mean([r[name][k] for r in rows])) for k in rows[0][name]}
         mean[name]["objective"] = float(np.mean([r["objective"][name] for r in rows]))
     print(f"mean over {len(rows)} case(s): gap closed {mean['gap_closed']:.1%}; SSIM blend {mean['blend']['ssim']:.4f}, "
           f"network {mean['network']['ssim']:.4f}, optimum {mean['optimum']['ssim']:.4f}")
-    result = {"model": model, "spatial_dims": int(spatial_dims), "split": split, "pet_emphasis": pet_emphasis, "crop": crop, "cases": rows, "mean": mean}
+    result = {"model": model, "spatial_dims": int(spatial_dims), "split": split, "pet_emphasis": pet_emphasis,
+              "crop": crop, "fit_steps": int(fit_steps), "cases": rows, "mean": mean}
     if output:
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         with open(output, "w") as f:

@@ -9,6 +9,7 @@ temporary folder, so the bundle's own ``models/`` is never overwritten.
 import json
 import os
 import shutil
+import sys
 import tempfile
 import unittest
 
@@ -18,7 +19,7 @@ from monai.bundle import ConfigWorkflow
 from parameterized import parameterized
 
 ZOO_BUNDLE_ROOT = "models/brain_mri_pet_fusion"
-BUNDLE_ROOT = (
+BUNDLE_ROOT = os.path.abspath(
     ZOO_BUNDLE_ROOT
     if os.path.isdir(ZOO_BUNDLE_ROOT)
     else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bundle")
@@ -60,6 +61,8 @@ test_order.__test__ = False  # the Zoo's runner sorts tests with it; pytest must
 
 class TestBrainMRIPETFusion(unittest.TestCase):
     def setUp(self):
+        if BUNDLE_ROOT not in sys.path:  # the configs name the bundle's own scripts.* modules
+            sys.path.insert(0, BUNDLE_ROOT)
         self.dataset_dir = tempfile.mkdtemp()
         self.work_dir = tempfile.mkdtemp()
         rng = np.random.default_rng(0)
@@ -68,7 +71,9 @@ class TestBrainMRIPETFusion(unittest.TestCase):
             mri = rng.random((40, 44, 36)).astype(np.float32)
             pet = rng.random((20, 22, 18)).astype(np.float32)  # PET on its own, coarser grid
             nib.save(nib.Nifti1Image(mri, np.eye(4)), os.path.join(self.dataset_dir, f"mri_{s}.nii.gz"))
-            nib.save(nib.Nifti1Image(pet, np.diag([2.0, 2.0, 2.0, 1.0])), os.path.join(self.dataset_dir, f"pet_{s}.nii.gz"))
+            nib.save(
+                nib.Nifti1Image(pet, np.diag([2.0, 2.0, 2.0, 1.0])), os.path.join(self.dataset_dir, f"pet_{s}.nii.gz")
+            )
             items.append({"id": str(s), "mri": f"mri_{s}.nii.gz", "pet": f"pet_{s}.nii.gz"})
         with open(os.path.join(self.dataset_dir, "datalist.json"), "w") as f:
             json.dump({"training": items[:2], "validation": items[2:3], "testing": items[3:]}, f)
