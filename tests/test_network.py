@@ -139,26 +139,41 @@ def test_pet_emphasis_conditions_the_output_and_is_a_buffer_of_the_exported_mode
         DCFBNet(features=(8, 16), pet_emphasis=1.5)
 
 
-def test_configured_inferer_fuses_a_volume_larger_than_a_window_in_one_pass_without_seams():
-    """inference.json's inferer on a volume larger than its 128^3 fallback window: one pass (equal to the network on
-    the whole volume), so no window's statistics show as a step; forcing windows changes the image, which is what
-    this test would catch if sliding windows came back."""
-    from monai.bundle import ConfigParser
-
+def test_one_pass_inferer_fuses_a_volume_larger_than_a_window_without_seams():
+    """WholeVolumeInferer on a volume larger than its 128^3 fallback window: one pass (equal to the network on the
+    whole volume), so no window's statistics show as a step; windows change the image (each window normalised on
+    its own statistics, and cut off from the context beyond its border), which this test would catch."""
     from scripts.inferers import WholeVolumeInferer
 
-    parser = ConfigParser()
-    parser.read_config(os.path.join(os.path.dirname(__file__), "..", "bundle", "configs", "inference.json"))
-    inferer = parser.get_parsed_content("inferer")
-    assert isinstance(inferer, WholeVolumeInferer)
     torch.manual_seed(0)
-    net = DCFBNet(features=(8, 16, 32)).eval()
     x = torch.zeros(1, 2, 144, 136, 40)
     x[:, :, 20:124, 16:120, 6:34] = torch.rand(1, 2, 104, 104, 28) * 0.5 + 0.3  # a "head" on a flat background
+    one_pass = WholeVolumeInferer(max_voxels=16_000_000, roi_size=(128, 128, 128))
+    windows = WholeVolumeInferer(max_voxels=0, roi_size=(64, 64, 64), overlap=0.25)
+    assert not one_pass.uses_windows(x) and windows.uses_windows(x) and x.shape[2] > one_pass.roi_size[0]
+    net = DCFBNet(features=(8, 16, 32)).eval()
     with torch.no_grad():
         whole = net(x)
-        fused = inferer(x, net)
-        windows = WholeVolumeInferer(max_voxels=1, roi_size=(64, 64, 64), overlap=0.25)(x, net)
-    assert not inferer.uses_windows(x) and x.shape[2] > inferer.roi_size[0]
-    assert (fused - whole).abs().max() < 1e-6
-    assert (windows - whole).abs().max() > 1e-3
+        assert (one_pass(x, net) - whole).abs().max() < 1e-6
+        assert (windows(x, net) - whole).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="max_voxels"):
+        WholeVolumeInferer(max_voxels=-1)
+
+
+def test_channel_norm_is_per_voxel_and_the_network_takes_it():
+    """ChannelNorm's output at a voxel depends on that voxel's channels only (unlike instance normalisation, which
+    depends on the whole input): the same on a crop as on the whole; DCFBNet(norm="CHANNEL") scripts and runs."""
+    from scripts.dcfb_net import ChannelNorm
+
+    torch.manual_seed(0)
+    norm = ChannelNorm(6)
+    x = torch.randn(2, 6, 10, 12, 8) * 3 + 1
+    assert torch.allclose(norm(x)[..., 2:5], norm(x[..., 2:5]), atol=1e-6)
+    assert torch.allclose(norm(x).mean(dim=1), torch.zeros(2, 10, 12, 8), atol=1e-5)
+    instance = torch.nn.InstanceNorm3d(6)
+    assert not torch.allclose(instance(x)[..., 2:5], instance(x[..., 2:5]), atol=1e-3)
+    net = DCFBNet(features=(8, 16), norm="CHANNEL").eval()
+    assert any(isinstance(m, ChannelNorm) for m in net.modules())
+    y = torch.rand(1, 2, 16, 16, 16)
+    with torch.no_grad():
+        assert (torch.jit.script(net)(y) - net(y)).abs().max() < 1e-5

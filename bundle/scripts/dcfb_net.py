@@ -21,10 +21,10 @@ __all__ = ["ChannelNorm", "DeformableCrossAttention", "CrossFeatureBlend", "Emph
 class ChannelNorm(nn.Module):
     """Layer normalisation over the channels of each voxel, with a per-channel scale and shift.
 
-    Its statistics do not depend on the field of view: a network normalised this way gives the same output for a
-    voxel whether it runs on a training patch, a sliding window or the whole volume (instance and group
-    normalisation use the statistics of whatever they are given, so a network trained on patches sees other
-    statistics on a whole volume). MONAI's norm factory has no per-voxel channel normalisation; it is registered
+    Its statistics do not depend on the field of view: a voxel is normalised the same way on a training patch, a
+    sliding window or the whole volume (instance and group normalisation use the statistics of whatever they are
+    given, so a network trained on patches sees other statistics on a whole volume); only the context that the
+    convolutions see changes with the field of view. MONAI's norm factory has no per-voxel channel normalisation; it is registered
     there as ``"CHANNEL"``.
 
     Shapes: [B, C, *S] -> [B, C, *S].
@@ -233,7 +233,7 @@ class DCFBNet(nn.Module):
         cross_attention: False keeps the blend but drops the attention (ablation).
         detail_channels: channels of the full-resolution detail path (at least 1).
         norm: the feature normalisation, a MONAI norm name: ``"INSTANCE"`` (statistics of the input it is given) or
-            ``"CHANNEL"`` (``ChannelNorm``, per voxel: the same output on a patch and on the whole volume).
+            ``"CHANNEL"`` (``ChannelNorm``, per voxel: the same statistics on a patch and on the whole volume).
         pet_emphasis: the lambda used when ``forward`` is not given one (0 favours the MRI, 1 the PET);
             a buffer, so it can be changed on a loaded TorchScript model
             (``model.pet_emphasis.fill_(0.7)``), and not part of the checkpoint.

@@ -27,14 +27,14 @@ def _read_row(row: dict) -> dict:
 
 def main(dataset_dir: str, output_dir: str, split: str = "testing", bundle_dir: str = os.path.join(ROOT, "bundle"),
          models: str = "", models_2d: str = "", max_cases: int = 0, baselines: str = "all",
-         merge: bool = False, metrics: str = "all") -> str:
+         merge: bool = False, metrics: str = "all", windows: int = 0) -> str:
     """Score every method on ``split``; ``models`` (3D) and ``models_2d`` (2D, applied slice by slice) are
     ``name=path.ts[,name=path.ts]``; ``baselines`` the classical methods to run (``all``, ``none`` or
     ``average,pca,...``). With ``merge``, rows of other methods already in ``output_dir/per_case.csv`` are
     kept (those of the methods scored now are replaced) and the summary covers them all. ``metrics``: ``all``
     or a subset such as ``psnr,ssim,qabf,vif`` (the regional pattern is always scored). Returns the summary
     path."""
-    pipeline = BundlePipeline(bundle_dir)
+    pipeline = BundlePipeline(bundle_dir, windows)
     if metrics != "all":
         try:
             pipeline.keep_metrics(parse_names(metrics))

@@ -33,13 +33,18 @@ METRIC_CLASSES = {
 class BundlePipeline:
     """The bundle's inference preprocessing, inferer and inversion, read from its configs (not restated)."""
 
-    def __init__(self, bundle_dir: str):
+    def __init__(self, bundle_dir: str, windows: int = 0):
+        """``windows`` > 0: infer over overlapping windows of that size instead of the whole volume in one pass
+        (to compare the two; the bundle's inferer decides otherwise)."""
         self.bundle_dir = os.path.abspath(bundle_dir)
         if self.bundle_dir not in sys.path:
             sys.path.insert(0, self.bundle_dir)
         parser = ConfigParser()
         parser.read_config(os.path.join(self.bundle_dir, "configs", "inference.json"))
         parser["bundle_root"] = self.bundle_dir
+        if windows:
+            parser["max_voxels_one_pass"] = 1
+            parser["roi_size"] = [int(windows)] * 3
         self.preprocessing = parser.get_parsed_content("preprocessing")
         self.inferer = parser.get_parsed_content("inferer")
         self.inferer.progress = False

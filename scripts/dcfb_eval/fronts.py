@@ -154,7 +154,7 @@ def fronts_markdown(summary: dict, model_names: list[str], split: str, n_cases: 
 
 def main(dataset_dir: str, output_dir: str, model: str = "", models_2d: str = "", split: str = "validation",
          emphases: str = "0.1,0.3,0.5,0.7,0.9", shares: str = "0,0.2,0.4,0.5,0.6,0.8,1", max_cases: int = 0,
-         bundle_dir: str = os.path.join(ROOT, "bundle")) -> str:
+         windows: int = 0, bundle_dir: str = os.path.join(ROOT, "bundle")) -> str:
     """Score every lambda of each ``model`` (3D, ``name=path.ts[,...]``) and ``models_2d`` (2D, applied slice by
     slice) and every blend share; returns fronts.md's path."""
     lams, ws = _numbers(emphases, "emphases"), _numbers(shares, "shares")
@@ -164,7 +164,7 @@ def main(dataset_dir: str, output_dir: str, model: str = "", models_2d: str = ""
     for name, path in {**models, **flat}.items():
         if not os.path.isfile(path):
             raise FileNotFoundError(f"model {name}: file not found: {path}")
-    pipeline = BundlePipeline(bundle_dir)
+    pipeline = BundlePipeline(bundle_dir, windows)
     pipeline.keep_metrics(["ssim", "vif", "psnr"])
     from scripts.data import load_fusion_datalist
 

@@ -54,7 +54,7 @@ def fit_to_case(model: str, loss_fn, sources: torch.Tensor, pet_emphasis: float,
 
 
 def main(dataset_dir: str, model: str, split: str = "testing", pet_emphasis: float = 0.5, crop: int = 96,
-         spatial_dims: int = 3, fit_steps: int = 0,
+         spatial_dims: int = 3, fit_steps: int = 0, windows: int = 0,
          max_cases: int = 0, max_iterations: int = 2000, output: str = "",
          bundle_dir: str = os.path.join(ROOT, "bundle")) -> dict:
     """Print and return (and with ``output``, write as JSON) the per-case gap table and its means. ``spatial_dims``
@@ -66,7 +66,7 @@ def main(dataset_dir: str, model: str, split: str = "testing", pet_emphasis: flo
         raise FileNotFoundError(f"{model}: model file not found")
     if not 0.0 <= float(pet_emphasis) <= 1.0:
         raise ValueError(f"pet_emphasis must be in [0, 1], got {pet_emphasis}")
-    pipeline = BundlePipeline(bundle_dir)
+    pipeline = BundlePipeline(bundle_dir, windows)
     from monai.bundle import ConfigParser
     from scripts import fusion_measures as fm
     from scripts.data import load_fusion_datalist
