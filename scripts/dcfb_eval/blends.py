@@ -18,31 +18,15 @@ import sys
 import numpy as np
 
 from .comparison import BundlePipeline, parse_names
+from .fronts import blend_method, fraction_list
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def blend_method(mri_share: float):
-    def fuse(mri, pet):
-        return mri_share * mri + (1.0 - mri_share) * pet
-
-    return fuse
 
 
 def main(dataset_dir: str, split: str = "validation", max_cases: int = 1, weights: str = "0,0.25,0.5,0.75,1",
          metrics: str = "psnr,ssim,vif", bundle_dir: str = os.path.join(ROOT, "bundle")) -> str:
     """Score each blend on the first ``max_cases`` cases of ``split``; return the markdown table (fire prints it)."""
-    # fire hands "0,0.5" over as a tuple of numbers and "0.5" as one number; parse_names would drop a 0
-    if isinstance(weights, str):
-        values = weights.split(",")
-    else:
-        values = list(weights) if isinstance(weights, (tuple, list)) else [weights]
-    try:
-        shares = [float(w) for w in values if str(w).strip() != ""]
-    except (TypeError, ValueError):
-        raise ValueError(f"--weights must be numbers separated by commas, got {weights!r}")
-    if not shares or any(not 0.0 <= w <= 1.0 for w in shares):
-        raise ValueError(f"--weights must lie in [0, 1], got {weights!r}")
+    shares = fraction_list(weights, "weights")
     pipeline = BundlePipeline(bundle_dir)
     wanted = parse_names(metrics)
     try:

@@ -86,8 +86,9 @@ def choose_emphasis(points: list[tuple[float, dict]], min_corr: float = 0.95, mi
 
 
 
-def _numbers(spec, name: str) -> list[float]:
-    # fire hands "0,0.5" over as a tuple of numbers and "0.5" as one number
+def fraction_list(spec, name: str) -> list[float]:
+    """``--name 0,0.5,1`` as numbers in [0, 1]; ValueError naming the flag otherwise. fire hands "0,0.5" over as a
+    tuple of numbers and "0.5" as one number (and a name-list parser would drop a 0)."""
     values = spec.split(",") if isinstance(spec, str) else list(spec) if isinstance(spec, (tuple, list)) else [spec]
     try:
         numbers = [float(v) for v in values if str(v).strip() != ""]
@@ -157,7 +158,7 @@ def main(dataset_dir: str, output_dir: str, model: str = "", models_2d: str = ""
          windows: int = 0, bundle_dir: str = os.path.join(ROOT, "bundle")) -> str:
     """Score every lambda of each ``model`` (3D, ``name=path.ts[,...]``) and ``models_2d`` (2D, applied slice by
     slice) and every blend share; returns fronts.md's path."""
-    lams, ws = _numbers(emphases, "emphases"), _numbers(shares, "shares")
+    lams, ws = fraction_list(emphases, "emphases"), fraction_list(shares, "shares")
     models, flat = parse_models(model), parse_models(models_2d)
     if not models and not flat:
         raise ValueError("--model (or --models_2d): give name=path.ts")
