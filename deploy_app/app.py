@@ -11,6 +11,9 @@ import argparse
 import json
 import logging
 import os
+import shutil
+import tempfile
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,8 +134,52 @@ USAGE = """usage: python -m deploy_app -i DICOM_FOLDER -o OUTPUT_FOLDER -m BUNDL
 Without -i/-o/-m the SDK's HOLOSCAN_INPUT_PATH, HOLOSCAN_OUTPUT_PATH and HOLOSCAN_MODEL_PATH are used."""
 
 
+STATUS_FILE = "fusion_status.json"
+
+
+def write_status(output_folder: Path | None, status: str, exit_code: int, reason: str = "", log: str = "") -> None:
+    """``OUT/fusion_status.json``: how the run ended, for a platform that cannot see the exit status (a MAP's
+    entrypoint does not pass it on). No patient data: reasons name files, series and problems only."""
+    if output_folder is None or not output_folder.is_dir():
+        return
+    record = {"status": status, "exit_code": exit_code, "reason": reason}
+    if log:
+        record["traceback_log"] = log
+    try:
+        (output_folder / STATUS_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    except OSError:
+        pass  # an output folder that cannot take a small file: the exit status and the log line still say it
+
+
+def remove_partial_outputs(output_folder: Path | None) -> None:
+    """A failed run leaves nothing in OUT but its status file: stages of an unfinished write go."""
+    if output_folder is None or not output_folder.is_dir():
+        return
+    for stage in output_folder.glob(".dcfb-partial-*"):
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def traceback_log(error: BaseException) -> str:
+    """Write the traceback of an internal error to the MAP's log folder (HOLOSCAN_LOGS_PATH) or the temp folder;
+    returns the file's path."""
+    text = "".join(traceback.format_exception(error))
+    for folder in (os.environ.get("HOLOSCAN_LOGS_PATH"), tempfile.gettempdir()):
+        if not folder:
+            continue
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            fd, path = tempfile.mkstemp(dir=folder, prefix="dcfb-fusion-error-", suffix=".log")
+            with os.fdopen(fd, "w") as log:
+                log.write(text)
+            return path
+        except OSError:
+            continue
+    return "(not written: no writable log folder)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the app; returns the exit status: 0 done, 1 input refused (the reason is logged), 2 usage."""
+    """Run the app; returns the exit status: 0 done, 1 input refused, 2 usage, 3 internal error. Each ends with one
+    line on stderr and ``fusion_status.json`` in the output folder (when there is one)."""
     import sys
 
     argv = list(sys.argv if argv is None else argv)
@@ -140,14 +187,27 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     options, sdk_argv = split_arguments(argv)
+    output_folder = None
     try:
         # The SDK's parser makes a missing output folder itself and fails with a traceback when it cannot.
-        prepare_output_folder(output_argument(sdk_argv))
+        output_folder = prepare_output_folder(output_argument(sdk_argv))
         # Holoscan's Application reads sys.argv itself (an argv list given to it loses its first item).
         sys.argv = sdk_argv
         DCFBFusionApp(options=options).run()
     except FusionInputError as err:
         logging.getLogger("deploy_app").error("refused: %s", err)
         print(f"dcfb-fusion: refused: {err}", file=sys.stderr)
+        remove_partial_outputs(output_folder)
+        write_status(output_folder, "refused", 1, str(err))
         return 1
+    except SystemExit:
+        raise  # usage errors from the SDK's own argument parser: exit status 2 with its message
+    except BaseException as err:  # noqa: BLE001 - anything else is a bug: one line, the traceback to a file
+        log = traceback_log(err)
+        what = f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
+        print(f"dcfb-fusion: internal error ({what}); traceback in {log}", file=sys.stderr)
+        remove_partial_outputs(output_folder)
+        write_status(output_folder, "failed", 3, f"internal error ({what})", log)
+        return 3
+    write_status(output_folder, "done", 0)
     return 0

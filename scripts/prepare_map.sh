@@ -16,5 +16,5 @@ cp -r "$bundle/configs" "$bundle/scripts" "$bundle/docs" "$bundle/LICENSE" "$sta
 cp "$bundle/models/model.ts" "$stage/models/dcfb_fusion/models/"
 find "$stage/models" -name __pycache__ -prune -exec rm -rf {} +
 echo "staged the model folder: $stage/models/dcfb_fusion"
-echo "package (needs Docker):  monai-deploy package $root/deploy_app -c $root/deploy_app/app.yaml -m $stage/models -t dcfb-fusion --platform x86_64 -l DEBUG"
-echo "run the MAP:             monai-deploy run dcfb-fusion-x64-workstation-dgpu-linux-amd64:0.1.0 -i DICOM_FOLDER -o OUTPUT_FOLDER"
+echo "build the MAP:           bash scripts/build_map.sh [--offline]"
+echo "run the MAP:             bash scripts/run_map.sh -i DICOM_FOLDER -o OUTPUT_FOLDER"

@@ -2,7 +2,7 @@
 # Train the DCFB 3D model, its 2D variant and the three ablations at one budget (same data, epochs,
 # steps, learning rate and schedule), JOBS at a time on one thread each, and export each checkpoint to
 # TorchScript for scripts/fusion_eval.py compare. Each run leaves OUT/<name>/{model.pt,model.ts,train.log,seconds}.
-#   EPOCHS=6 LR=0.0002 JOBS=2 VAL_INTERVAL=2 OUT=runs/comparison DATA=data/cohort scripts/train_comparison.sh [name ...]
+#   EPOCHS=6 LR=0.0002 JOBS=2 VAL_INTERVAL=2 SEED=123 OUT=runs/comparison DATA=data/cohort scripts/train_comparison.sh [name ...]
 # names: dcfb_3d dcfb_2d dcfb_2d_3d_loss no_cross_attention zero_offsets shared_encoder (default: all six).
 # dcfb_2d trains on batches of axial slices with the 2D form of the loss (train_2d.json); dcfb_2d_3d_loss runs
 # the same 2D network on every axial slice of the 3D model's patches, with the 3D model's loss
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 PY=${PY:-$ROOT/.venv/bin/python}
 export EPOCHS=${EPOCHS:-6} LR=${LR:-0.0002} OUT=${OUT:-runs/comparison} DATA=${DATA:-data/cohort} PY ROOT
-export VAL_INTERVAL=${VAL_INTERVAL:-2} PRETRAINED=${PRETRAINED:-} TRAIN_ARGS=${TRAIN_ARGS:-}
+export VAL_INTERVAL=${VAL_INTERVAL:-2} SEED=${SEED:-123} PRETRAINED=${PRETRAINED:-} TRAIN_ARGS=${TRAIN_ARGS:-}
 JOBS=${JOBS:-2}
 [ -f "$DATA/datalist.json" ] || { echo "train_comparison: no datalist.json in $DATA (scripts/generate_cohort.py makes one)" >&2; exit 2; }
 
@@ -43,7 +43,7 @@ train_one() {
     start=$(date +%s)
     echo "train_comparison: $name started (log: $dir/train.log)"
     OMP_NUM_THREADS=1 "$PY" -m monai.bundle run training --config_file "$configs" --dataset_dir "$DATA" \
-        --max_epochs "$EPOCHS" --val_interval "$VAL_INTERVAL" --learning_rate "$LR" --ckpt_dir "$dir" \
+        --max_epochs "$EPOCHS" --val_interval "$VAL_INTERVAL" --learning_rate "$LR" --seed "$SEED" --ckpt_dir "$dir" \
         --output_dir "$dir/eval" "${overrides[@]}" "${extra[@]}" > "$dir/train.log" 2>&1
     echo $(( $(date +%s) - start )) > "$dir/seconds"
     (cd bundle && PYTHONPATH=. OMP_NUM_THREADS=1 "$PY" -m monai.bundle ckpt_export network_def \

@@ -17,6 +17,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+import torch
 from conftest import ROOT, dciodvfy_errors, read_series
 from monai.bundle import ConfigWorkflow
 
@@ -30,6 +31,11 @@ def run_app(input_dir, output_dir, model, *flags, cwd=ROOT, app=("-m", "deploy_a
     if input_dir is not None:
         cmd += ["-i", str(input_dir), "-o", str(output_dir), "-m", str(model)]
     return subprocess.run([*cmd, *flags], cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+
+
+def only_status_file(out: Path, status: str = "refused") -> bool:
+    """A refused or failed run leaves fusion_status.json and nothing else in OUT."""
+    return os.listdir(out) == ["fusion_status.json"] and json.loads((out / "fusion_status.json").read_text())["status"] == status
 
 
 def snapshot(folder) -> dict:
@@ -92,8 +98,9 @@ def test_axial_study_fused_read_back_equals_bundle_inference(tiny_study, app_bun
     out = tmp_path / "out"
     proc = run_app(tiny_study, out, app_bundle, "--nifti", "--preview")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sorted(os.listdir(out)) == ["fused.nii.gz", "fused_dicom", "fusion_color_dicom", "fusion_summary.json",
-                                       "preview.png"]
+    assert sorted(os.listdir(out)) == ["fused.nii.gz", "fused_dicom", "fusion_color_dicom", "fusion_status.json",
+                                       "fusion_summary.json", "preview.png"]
+    assert json.loads((out / "fusion_status.json").read_text()) == {"status": "done", "exit_code": 0, "reason": ""}
     check_fused_series_geometry(out, tiny_study)
     summary = json.loads((out / "fusion_summary.json").read_text())
     assert summary["alignment"]["performed"] is False and summary["alignment"]["pet_signal_in_mr_field_of_view"] > 0.9
@@ -200,7 +207,8 @@ def test_bad_study_is_refused_cleanly(case, message, tiny_study, app_bundle, tmp
     proc = run_app(folder, out, app_bundle)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "refused" in proc.stderr and message in proc.stderr, proc.stderr[-3000:]
-    assert not any(out.iterdir())
+    assert only_status_file(out)
+    assert message in json.loads((out / "fusion_status.json").read_text())["reason"]
     assert snapshot(folder) == before
     assert "OTHER-4711" not in proc.stdout + proc.stderr and "Other^Patient" not in proc.stdout + proc.stderr
 
@@ -212,7 +220,7 @@ def test_unreadable_model_and_unwritable_output_are_refused(tiny_study, app_bund
     out = tmp_path / "out"
     proc = run_app(tiny_study, out, broken)
     assert proc.returncode == 1 and "cannot be read as a TorchScript model" in proc.stderr, proc.stderr[-3000:]
-    assert str(broken / "models" / "model.ts") in proc.stderr and not any(out.iterdir())
+    assert str(broken / "models" / "model.ts") in proc.stderr and only_status_file(out)
 
     blocker = tmp_path / "a_file"
     blocker.write_text("a file where a folder should be")
@@ -248,7 +256,7 @@ def test_failed_registration_is_refused(oblique_study, app_bundle, tmp_path):
     proc = run_app(folder, out, app_bundle)
     assert proc.returncode == 1 and "refused" in proc.stderr, proc.stderr[-3000:]
     assert "registration" in proc.stderr and "failed" in proc.stderr, proc.stderr[-3000:]
-    assert not any(out.iterdir())
+    assert only_status_file(out)
 
 
 def test_several_matching_mr_series_the_choice_is_logged(tiny_study, app_bundle, tmp_path):
@@ -280,7 +288,7 @@ def test_map_layout_app_copy_runs_from_holoscan_environment(tiny_study, app_bund
     shutil.copytree(os.path.join(ROOT, "deploy_app"), app, ignore=shutil.ignore_patterns("__pycache__"))
     stage = subprocess.run(["bash", os.path.join(ROOT, "scripts", "prepare_map.sh"), app_bundle, str(tmp_path / "map")],
                            capture_output=True, text=True)
-    assert stage.returncode == 0 and "monai-deploy package" in stage.stdout, stage.stderr
+    assert stage.returncode == 0 and "build_map.sh" in stage.stdout, stage.stderr
     models = tmp_path / "map" / "models"
     assert sorted(os.listdir(models / "dcfb_fusion" / "models")) == ["model.ts"]
     env = {"HOLOSCAN_INPUT_PATH": tiny_study, "HOLOSCAN_OUTPUT_PATH": str(tmp_path / "output"),
@@ -322,3 +330,46 @@ def test_app_yaml_and_requirements_carry_what_the_packager_reads():
     for module in sorted(imported - local):
         dists = {d.lower() for d in distributions.get(module, [])}
         assert dists & pinned, f"{module} ({dists}) is imported but not pinned in deploy_app/requirements.txt"
+
+
+class _BrokenNetwork(torch.nn.Module):
+    """Loads like the released model (it has ``pet_emphasis``) but returns an image of the wrong size: a bug."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("pet_emphasis", torch.tensor(0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :1, 1:, 1:, 1:]
+
+
+def test_internal_error_is_one_line_exit_3_a_logged_traceback_and_only_a_status_file(tiny_study, app_bundle, tmp_path):
+    bundle = tmp_path / "broken_bundle"
+    shutil.copytree(app_bundle, bundle)
+    torch.jit.script(_BrokenNetwork()).save(str(bundle / "models" / "model.ts"))
+    out, logs = tmp_path / "out", tmp_path / "logs"
+    proc = run_app(tiny_study, out, bundle, env={"HOLOSCAN_LOGS_PATH": str(logs)})
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("dcfb-fusion: internal error (") and f"traceback in {logs}" in last, last
+    assert "Traceback (most recent call last)" not in proc.stderr
+    [log] = logs.glob("dcfb-fusion-error-*.log")
+    assert "Traceback (most recent call last)" in log.read_text()
+    assert os.listdir(out) == ["fusion_status.json"]
+    status = json.loads((out / "fusion_status.json").read_text())
+    assert status["status"] == "failed" and status["exit_code"] == 3 and status["traceback_log"] == str(log)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_input_folder_the_user_cannot_read_is_refused_as_unreadable_not_empty(tiny_study, app_bundle, tmp_path):
+    study = copy_study(tiny_study, tmp_path / "in")
+    study.chmod(0o000)
+    try:
+        # root without the capabilities that override file modes: it meets the folder as another user would
+        proc = subprocess.run(["setpriv", "--bounding-set", "-dac_override,-dac_read_search", sys.executable, "-m",
+                               "deploy_app", "-i", str(study), "-o", str(tmp_path / "out"), "-m", app_bundle],
+                              cwd=ROOT, capture_output=True, text=True)
+    finally:
+        study.chmod(0o755)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert f"input folder {study} cannot be read (Permission denied)" in proc.stderr, proc.stderr[-3000:]

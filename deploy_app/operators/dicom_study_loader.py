@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from pydicom import dcmread
@@ -57,6 +58,11 @@ class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
         input_path = Path(input_path)
         if not input_path.is_dir():
             raise FusionInputError(f"input folder {input_path} does not exist or is not a folder")
+        try:  # rglob passes over a folder it may not list: say so, rather than call the folder empty
+            with os.scandir(input_path):
+                pass
+        except OSError as err:
+            raise FusionInputError(f"input folder {input_path} cannot be read ({err.strerror or err})") from err
         if not any(p.is_file() for p in input_path.rglob("*")):
             raise FusionInputError(f"input folder {input_path} is empty: expected DICOM files of an MR and a PT series")
         return super().load_data_to_studies(input_path)
