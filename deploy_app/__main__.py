@@ -2,8 +2,19 @@
 folder there under another name and runs the folder), both end in ``app.main()``."""
 
 import importlib
+import logging
 import os
 import sys
+import warnings
+
+# What libraries print on every start of a CPU machine and tells a user nothing, silenced before they are imported,
+# so that the log starts with what the app does: Holoscan's stack-size advice (the app's graph is three levels
+# deep), MONAI's note that nvImageCodec (a GPU JPEG decoder) is absent, and MONAI's deprecation notices.
+os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "ERROR")  # Holoscan's own C++ log: graph start/stop and the same advice
+warnings.filterwarnings("ignore", message="Current stack size", category=RuntimeWarning)
+warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader", category=UserWarning)
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"monai(\.|$)")
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
 
 if __package__:
     app_module = importlib.import_module(f"{__package__}.app")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
 from monai.deploy.operators import DICOMDataLoaderOperator
@@ -34,8 +36,10 @@ def pixel_data_problem(path: str) -> tuple[str | None, str | None]:
     if "PixelData" not in ds:
         return None, uid  # not an image (e.g. a report): the SDK loader sorts it out by SOP class
     syntax = UID(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2"))
+    if not syntax.is_transfer_syntax:
+        return f"unknown transfer syntax {syntax}", uid
     if syntax.is_compressed:
-        return None, uid
+        return decoding_problem(ds, syntax), uid
     try:
         expected = (int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1))
                     * int(ds.get("NumberOfFrames", 1) or 1) * int(ds.BitsAllocated) + 7) // 8
@@ -45,6 +49,29 @@ def pixel_data_problem(path: str) -> tuple[str | None, str | None]:
     if got < expected:
         return f"pixel data truncated ({got} of {expected} bytes)", uid
     return None, uid
+
+
+def decoding_problem(ds, syntax: UID) -> str | None:
+    """Why the compressed pixel data of ``ds`` cannot be decoded, or None: tried now, so that a file no installed
+    decoder can read is named here, before any volume is built, and never fails later as a traceback."""
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError:
+        return f"pixel data cannot be decoded: no decoder exists for {syntax.name} ({syntax})"
+    if not decoder.is_available:
+        return f"pixel data cannot be decoded: no decoder for {syntax.name} is installed"
+    pydicom_logger = logging.getLogger("pydicom")
+    level = pydicom_logger.level
+    pydicom_logger.setLevel(logging.CRITICAL)  # each failing decoder logs its traceback: one line here says it
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds.pixel_array
+    except Exception as err:  # noqa: BLE001 - decoders raise anything from ValueError to RuntimeError
+        return f"pixel data cannot be decoded ({syntax.name}: {type(err).__name__}: {str(err).splitlines()[0][:200]})"
+    finally:
+        pydicom_logger.setLevel(level)
+    return None
 
 
 class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):

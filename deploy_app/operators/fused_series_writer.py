@@ -18,12 +18,22 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from monai.deploy.core import Operator, OperatorSpec
 
 from ..errors import FusionInputError
 from ..fusion_inputs import FusionResult
+from ..source_header import (
+    ACQUISITION_EQUIPMENT,
+    APP_NAME,
+    APP_VERSION,
+    MR_ACQUISITION,
+    PATIENT_STUDY,
+    carried_attributes,
+    file_meta_for,
+    valid_value,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +43,6 @@ STORED_BITS = 12
 STORED_MAX = 2**STORED_BITS - 1
 # Rescale slope as written to the DS element (at most 16 characters), so that readers and we agree exactly.
 RESCALE_SLOPE = f"{1.0 / STORED_MAX:.10g}"
-# MR instance attributes that describe the source pixels and no longer hold for the fused ones.
-SOURCE_PIXEL_ATTRIBUTES = ("PixelData", "SmallestImagePixelValue", "LargestImagePixelValue", "PixelPaddingValue",
-                           "WindowCenterWidthExplanation", "VOILUTSequence", "ModalityLUTSequence", "RescaleType",
-                           "IconImageSequence", "LossyImageCompressionRatio", "LossyImageCompressionMethod")
-APP_NAME = "DCFB Fusion MONAI Deploy app"
-APP_VERSION = "0.1.0"
 
 
 def prepare_output_folder(output_folder: Path) -> Path:
@@ -93,26 +97,34 @@ def pet_sources_per_mr_slice(mr_datasets, pt_datasets, mr_from_pt_world) -> list
     return result
 
 
+# Per-image geometry from the MR slice: the Image Plane module (Type 1, SliceThickness 2, SliceLocation 3).
+PLANE_ATTRIBUTES = (("ImagePositionPatient", 1), ("ImageOrientationPatient", 1), ("PixelSpacing", 1),
+                    ("SliceThickness", 2), ("SliceLocation", 3))
+
+
 def derived_mr_slice(source: Dataset, pixels: np.ndarray, series_uid: str, series_number: int, instance: int,
                      description: str, sources: list[Dataset], now: dt.datetime) -> Dataset:
     """One fused slice as an MR image derived from the MR slice ``source``: same patient, study, Frame of
-    Reference and geometry; new UIDs, DERIVED image type, 12-bit pixels rescaled to [0, 1]."""
-    ds = copy.deepcopy(source)
-    ds.remove_private_tags()
-    for keyword in SOURCE_PIXEL_ATTRIBUTES:
-        if keyword in ds:
-            delattr(ds, keyword)
-    ds.file_meta = copy.deepcopy(source.file_meta)
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    Reference and geometry; new UIDs, DERIVED image type, 12-bit pixels rescaled to [0, 1].
+
+    Built from what the MR Image IOD requires, not copied from the source: only valid source values are carried
+    (``source_header.carried_attributes``), so the source's header errors do not reach the fused series."""
+    ds = carried_attributes(source, PATIENT_STUDY + MR_ACQUISITION + PLANE_ATTRIBUTES)
+    if "InversionTime" in ds and "IR" not in list(ds.get("ScanningSequence", [])):
+        del ds.InversionTime  # Type 2C: present only for inversion recovery
+    ds.SOPClassUID = MRImageStorage
+    ds.SOPInstanceUID = generate_uid()
+    ds.Modality = "MR"
     ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = series_uid, series_number, instance
     ds.SeriesDescription = "DCFB fusion of MR and FDG-PET (research use only)"
-    ds.ImageType = ["DERIVED", "SECONDARY"] + list(source.get("ImageType", ["", "", "OTHER"]))[2:]
+    image_type = list(source.get("ImageType", []))[2:3]
+    ds.ImageType = ["DERIVED", "SECONDARY"] + [v for v in image_type if valid_value("ImageType", v)]
     ds.DerivationDescription = description[:1024]
     ds.SourceImageSequence = Sequence([source_item(s) for s in [source, *sources]])
-    ds.ContentDate = ds.InstanceCreationDate = now.strftime("%Y%m%d")
-    ds.ContentTime = ds.InstanceCreationTime = now.strftime("%H%M%S")
+    ds.ContentDate = ds.InstanceCreationDate = ds.SeriesDate = now.strftime("%Y%m%d")
+    ds.ContentTime = ds.InstanceCreationTime = ds.SeriesTime = now.strftime("%H%M%S")
     ds.Manufacturer, ds.ManufacturerModelName, ds.SoftwareVersions = "DCFB Fusion", APP_NAME, APP_VERSION
+    ds.Rows, ds.Columns = int(source.Rows), int(source.Columns)
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, STORED_BITS, STORED_BITS - 1, 0
     ds.RescaleIntercept, ds.RescaleSlope = "0", RESCALE_SLOPE
@@ -120,7 +132,45 @@ def derived_mr_slice(source: Dataset, pixels: np.ndarray, series_uid: str, serie
     ds.BurnedInAnnotation = "NO"
     ds.PixelData = np.rint(np.clip(pixels, 0, 1) * STORED_MAX).astype(np.uint16).tobytes()
     ds["PixelData"].VR = "OW"
+    ds.file_meta = file_meta_for(ds, ExplicitVRLittleEndian)
     return ds
+
+
+def colour_slice(source: Dataset, rgb: np.ndarray, series_uid: str, series_number: int, instance: int,
+                 description: str, source_items: Sequence) -> hd.sc.SCImage:
+    """One RGB Secondary Capture image of the PET in colour over the fused slice, with the MR slice's patient,
+    study and equipment attributes (valid values only, as for the fused series)."""
+    reference = carried_attributes(source, PATIENT_STUDY + ACQUISITION_EQUIPMENT)
+    color = hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=reference, pixel_array=rgb, photometric_interpretation="RGB", bits_allocated=8,
+        coordinate_system="PATIENT", series_instance_uid=series_uid, series_number=series_number,
+        sop_instance_uid=generate_uid(), instance_number=instance, manufacturer="DCFB Fusion",
+        patient_orientation=patient_orientation(source), pixel_spacing=tuple(float(v) for v in source.PixelSpacing),
+        transfer_syntax_uid=ExplicitVRLittleEndian)
+    color.SeriesDescription = "DCFB fusion, PET colour over fused (research use only)"
+    # Type 2C in General Series; a viewer-facing SC of an unpaired organ still gets it, empty, because
+    # validators cannot tell that the brain is unpaired.
+    color.Laterality = None
+    color.DerivationDescription = description[:1024]
+    color.SourceImageSequence = copy.deepcopy(source_items)
+    color.file_meta = file_meta_for(color, ExplicitVRLittleEndian)
+    return color
+
+
+def check_source_headers(mr_datasets: list[Dataset]) -> None:
+    """Build the first fused and colour images of the series with blank pixels: a header the writer cannot
+    turn into valid objects refuses the study here, before the inference, naming the attribute."""
+    first = mr_datasets[0]
+    blank = np.zeros((int(first.Rows), int(first.Columns)), dtype=np.float32)
+    try:
+        fused = derived_mr_slice(first, blank, generate_uid(), 1, 1, "header check", [], dt.datetime.now())
+        colour_slice(first, np.zeros((*blank.shape, 3), np.uint8), generate_uid(), 2, 1, "header check",
+                     fused.SourceImageSequence)
+    except FusionInputError:
+        raise
+    except (ValueError, TypeError, AttributeError, KeyError) as err:
+        raise FusionInputError(f"MR series {first.get('SeriesInstanceUID', '?')}: its header cannot be carried "
+                               f"into the fused series ({type(err).__name__}: {err})") from err
 
 
 def patient_orientation(ds: Dataset) -> tuple[str, str]:
@@ -235,19 +285,8 @@ class FusedSeriesWriterOperator(Operator):
             derived = derived_mr_slice(source, result.fused[k], fused_uid, mr_series_number + 1000, k + 1,
                                        description, pet_sources[k], now)
             derived.save_as(stage / OUTPUT_NAMES["fused"] / f"IM{k + 1:05d}.dcm", enforce_file_format=True)
-            color = hd.sc.SCImage.from_ref_dataset(
-                ref_dataset=source, pixel_array=pet_overlay_rgb(result.fused[k], result.pet_on_mr[k]),
-                photometric_interpretation="RGB", bits_allocated=8, coordinate_system="PATIENT",
-                series_instance_uid=color_uid, series_number=mr_series_number + 1001, sop_instance_uid=generate_uid(),
-                instance_number=k + 1, manufacturer="DCFB Fusion", patient_orientation=patient_orientation(source),
-                pixel_spacing=tuple(float(v) for v in source.PixelSpacing),
-                transfer_syntax_uid=ExplicitVRLittleEndian)
-            color.SeriesDescription = "DCFB fusion, PET colour over fused (research use only)"
-            # Type 2C in General Series; a viewer-facing SC of an unpaired organ still gets it, empty, because
-            # validators cannot tell that the brain is unpaired.
-            color.Laterality = None
-            color.DerivationDescription = description[:1024]
-            color.SourceImageSequence = copy.deepcopy(derived.SourceImageSequence)
+            color = colour_slice(source, pet_overlay_rgb(result.fused[k], result.pet_on_mr[k]), color_uid,
+                                 mr_series_number + 1001, k + 1, description, derived.SourceImageSequence)
             color.save_as(stage / OUTPUT_NAMES["color"] / f"SC{k + 1:05d}.dcm", enforce_file_format=True)
         written = [OUTPUT_NAMES["fused"], OUTPUT_NAMES["color"]]
         if self.write_nifti:
