@@ -15,6 +15,17 @@ warnings.filterwarnings("ignore", message="Current stack size", category=Runtime
 warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader", category=UserWarning)
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"monai(\.|$)")
 logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+logging.getLogger("monai.deploy.operators.decoder_nvimgcodec").setLevel(logging.ERROR)
+
+
+class _NoGpuDecoderNotice(logging.Filter):
+    """The SDK also says on the root logger that the (GPU) nvImageCodec decoder did not register."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "nvimgcodec decoder plugin did not register" not in record.getMessage()
+
+
+logging.getLogger().addFilter(_NoGpuDecoderNotice())
 
 if __package__:
     app_module = importlib.import_module(f"{__package__}.app")

@@ -32,7 +32,7 @@ class FusionResult:
 
     ``fused`` and ``pet_on_mr``: float32 numpy arrays [D, H, W] (MR slice, row, column), in [0, 1], the PET
     resampled onto the MR grid for the colour overlay. ``preview``: dict of RAS-oriented [X, Y, Z] arrays
-    ``mri``, ``pet``, ``fused`` (the network's input space) for pictures.
+    ``mri``, ``pet``, ``fused`` (the network's input space) for pictures, and ``spacing`` (mm along X, Y, Z).
     """
 
     pair: AlignedPair

@@ -285,3 +285,34 @@ def test_localizer_and_derived_series_are_left_out_and_ties_broken_by_stated_rul
     assert "rules: most images, thinnest slices, 3D, highest series number, latest, UID" in logs
     summary = json.loads((out / "fusion_summary.json").read_text())
     assert summary["source_mr_series_instance_uid"] == thin_uid
+
+
+def test_preview_is_radiological_labelled_and_at_true_aspect():
+    from deploy_app.operators.fused_series_writer import preview_planes, write_preview_png
+
+    volume = np.zeros((40, 50, 10), np.float32)  # RAS [X, Y, Z], 1 x 1 x 6 mm voxels (thick slices)
+    volume[30:36, 5:15, 3:7] = 1.0  # a marker in the patient's right (high X), posterior (low Y)
+    preview = {"mri": volume, "pet": volume, "fused": volume, "spacing": (1.0, 1.0, 6.0)}
+    planes = preview_planes(preview)
+    axial = planes["axial"]["cut"](volume)
+    rows, cols = np.nonzero(axial)
+    assert cols.max() < axial.shape[1] / 2, "the patient's right must be on the viewer's left"
+    assert rows.max() < axial.shape[0] / 2, "posterior at the bottom"
+    assert planes["axial"]["labels"] == ("R", "L", "A", "P")
+    coronal = planes["coronal"]
+    assert coronal["labels"] == ("R", "L", "S", "I") and coronal["spacing"] == (1.0, 6.0)
+    image = coronal["cut"](volume)
+    assert image.shape == (10, 40) and image.shape[0] * coronal["spacing"][1] == 60  # 60 mm tall, not 10 pixels
+    sagittal = planes["sagittal"]
+    assert sagittal["labels"] == ("A", "P", "S", "I")
+    midline = np.zeros_like(volume)
+    midline[20, 5:15, 3:7] = 1.0  # posterior, in the sagittal plane through the centre
+    assert np.nonzero(sagittal["cut"](midline))[1].min() >= 50 / 2  # posterior on the right of the view
+
+
+def test_preview_png_is_written(tmp_path):
+    from deploy_app.operators.fused_series_writer import write_preview_png
+
+    volume = np.random.default_rng(0).random((20, 24, 8)).astype(np.float32)
+    write_preview_png({"mri": volume, "pet": volume, "fused": volume, "spacing": (1.0, 1.0, 4.0)}, tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")

@@ -196,30 +196,49 @@ def pet_overlay_rgb(fused: np.ndarray, pet: np.ndarray) -> np.ndarray:
     return np.rint(255 * ((1 - alpha) * gray + alpha * colour)).astype(np.uint8)
 
 
+def preview_planes(preview: dict) -> dict:
+    """The three planes through the centre of RAS-oriented [X, Y, Z] arrays, as viewers show them (radiological
+    convention: the patient's right on the viewer's left; anterior on the left of the sagittal view).
+
+    Returns, per plane, ``cut`` (array -> 2D image, row 0 at the bottom), ``spacing`` (mm per column, mm per row,
+    so that anisotropic voxels are drawn at their true aspect) and ``labels`` (left, right, top, bottom)."""
+    sx, sy, sz = (float(v) for v in preview.get("spacing", (1.0, 1.0, 1.0)))
+    cx, cy, cz = (n // 2 for n in np.asarray(preview["mri"]).shape)
+    return {
+        "axial": {"cut": lambda v: v[::-1, :, cz].T, "spacing": (sx, sy), "labels": ("R", "L", "A", "P")},
+        "coronal": {"cut": lambda v: v[::-1, cy, :].T, "spacing": (sx, sz), "labels": ("R", "L", "S", "I")},
+        "sagittal": {"cut": lambda v: v[cx, ::-1, :].T, "spacing": (sy, sz), "labels": ("A", "P", "S", "I")},
+    }
+
+
 def write_preview_png(preview: dict, path: Path) -> None:
-    """Tri-planar views (axial, coronal, sagittal through the centre) of MRI, PET, fused and PET over fused."""
+    """Tri-planar views of MRI, PET, fused and PET over fused, in radiological convention with orientation
+    labels and true aspect ratio (``preview_planes``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     mri, pet, fused = (np.asarray(preview[k]) for k in ("mri", "pet", "fused"))
-    centre = [s // 2 for s in mri.shape]
-    planes = {"axial": lambda v: v[:, :, centre[2]].T, "coronal": lambda v: v[:, centre[1], :].T,
-              "sagittal": lambda v: v[centre[0], :, :].T}
     fig, axes = plt.subplots(3, 4, figsize=(12, 9), facecolor="black")
-    for row, (plane, cut) in enumerate(planes.items()):
+    for row, (plane, spec) in enumerate(preview_planes(preview).items()):
+        cut, (col_mm, row_mm), (left, right, top, bottom) = spec["cut"], spec["spacing"], spec["labels"]
         views = [("MRI", cut(mri), "gray"), ("PET", cut(pet), "hot"), ("fused", cut(fused), "gray"),
                  ("PET over fused", pet_overlay_rgb(cut(fused), cut(pet)), None)]
         for col, (title, image, cmap) in enumerate(views):
             ax = axes[row, col]
-            ax.imshow(image, cmap=cmap, origin="lower", vmin=0, vmax=1, interpolation="nearest")
+            extent = (0, image.shape[1] * col_mm, 0, image.shape[0] * row_mm)
+            ax.imshow(image, cmap=cmap, origin="lower", vmin=0, vmax=1, interpolation="nearest", extent=extent,
+                      aspect="equal")
             ax.set_axis_off()
+            for text, x, y in ((left, 0.02, 0.5), (right, 0.98, 0.5), (top, 0.5, 0.97), (bottom, 0.5, 0.03)):
+                ax.text(x, y, text, color="yellow", fontsize=9, ha="center", va="center", transform=ax.transAxes)
             if row == 0:
                 ax.set_title(title, color="white")
         axes[row, 0].text(-0.05, 0.5, plane, color="white", rotation=90, va="center", ha="right",
                           transform=axes[row, 0].transAxes)
-    fig.suptitle("DCFB fusion (research use only)", color="white")
+    fig.suptitle("DCFB fusion (research use only); radiological convention: patient's right on the left",
+                 color="white")
     fig.tight_layout()
     fig.savefig(path, dpi=80, facecolor="black")
     plt.close(fig)

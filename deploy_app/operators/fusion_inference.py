@@ -114,7 +114,8 @@ class FusionInferenceOperator(Operator):
         timings["network_s"] = time.perf_counter() - start
         start = time.perf_counter()
         preview = {"mri": data["image"][0].numpy().copy(), "pet": data["image"][1].numpy().copy(),
-                   "fused": pred[0].numpy().copy()}
+                   "fused": pred[0].numpy().copy(),
+                   "spacing": np.linalg.norm(np.asarray(data["image"].affine, dtype=float)[:3, :3], axis=0)}
         data["pred"] = pred
         data["pet_input"] = data["image"][1:2]
         data = self.invert_pet(self.postprocessing(data))
