@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -27,12 +28,20 @@ def pixel_data_problem(path: str) -> tuple[str | None, str | None]:
     short in transfer otherwise loads without complaint and fails, or worse, later.
     """
     try:
-        ds = dcmread(path)
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as err:
-        return f"not a readable DICOM file ({type(err).__name__}: {err})", None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = dcmread(path)
+            ds.decode()  # every element now, not lazily later in another operator
+    except RecursionError:
+        return "not a readable DICOM file (sequences nested too deeply)", None
+    except Exception as err:  # noqa: BLE001 - whatever a damaged file makes pydicom raise, the file is unreadable
+        return f"not a readable DICOM file ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})", None
     if "SOPInstanceUID" not in ds:
         return "no SOP Instance UID", None
     uid = str(ds.SOPInstanceUID)
+    missing = [k for k in ("SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID") if k not in ds]
+    if missing:  # the SDK would drop such an instance without a word
+        return f"no {' and no '.join(missing)}", uid
     if "PixelData" not in ds:
         return None, uid  # not an image (e.g. a report): the SDK loader sorts it out by SOP class
     syntax = UID(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2"))
@@ -97,19 +106,89 @@ class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
     # SDK 4.0's _load_data only survives InvalidDicomError: a truncated file raises EOFError and ends the run,
     # and a file cut inside its pixel data loads and corrupts the volume. Filtering the list first keeps the SDK's
     # grouping of studies and series unchanged.
+    # SDK 4.0 lists a folder it may not read with a traceback, and passes FIFOs and sockets on (reading one blocks
+    # forever): unreadable folders and non-regular files are skipped here, each named.
+    def _list_files(self, path, files: list[str]):
+        try:
+            entries = sorted(os.listdir(path))
+        except OSError as err:
+            logger.warning("skipping folder %s: it cannot be read (%s)", path, err.strerror or err)
+            return
+        for name in entries:
+            item = os.path.join(path, name)
+            if os.path.isdir(item):
+                self._list_files(item, files)
+            else:
+                files.append(item)
+
     def _load_data(self, files: list[str]):
-        usable, seen_uids = [], set()
+        usable, first_path_of, unusable, damaged = [], {}, {}, []
         for path in sorted(files):
+            try:
+                regular = stat.S_ISREG(os.stat(path).st_mode)
+            except OSError as err:
+                logger.warning("skipping %s: it cannot be read (%s)", path, err.strerror or err)
+                continue
+            if not regular:
+                logger.warning("skipping %s: not a regular file (a FIFO, socket or device)", path)
+                continue
             problem, uid = pixel_data_problem(path)
             if problem is None:
-                if uid in seen_uids:
-                    problem = "a second copy of a SOP instance already read"
-                seen_uids.add(uid)
-            if problem is not None:
-                logger.warning("skipping %s: %s", path, problem)
+                if uid in first_path_of:
+                    if Path(path).read_bytes() != Path(first_path_of[uid]).read_bytes():
+                        raise FusionInputError(f"{first_path_of[uid]} and {path} carry the same SOP Instance UID "
+                                               "with different content: which one is the image is unknown")
+                    logger.warning("skipping %s: a second copy of %s", path, first_path_of[uid])
+                    continue
+                first_path_of[uid] = path
+                usable.append(path)
                 continue
-            usable.append(path)
+            logger.warning("skipping %s: %s", path, problem)
+            damaged.append((path, problem, uid))
+        for path, problem, uid in damaged:
+            if uid in first_path_of:
+                continue  # a damaged copy of an instance that was read intact
+            series_uid = series_of_damaged_file(path)
+            if series_uid:
+                unusable.setdefault(series_uid, []).append(f"{path} ({problem})")
+            elif looks_like_dicom(path):
+                # Its series cannot be told, so any series may have lost an image (a lost first or last slice
+                # leaves no gap to see): the study is refused rather than fused from what may be incomplete.
+                raise FusionInputError(f"{path} looks like a DICOM file but cannot be read ({problem}); the study "
+                                       "may be incomplete: send it again")
         if not usable:
             raise FusionInputError(f"no usable DICOM file among the {len(files)} files in the input folder")
         logger.info("reading %d DICOM files (%d skipped)", len(usable), len(files) - len(usable))
-        return super()._load_data(usable)
+        studies = super()._load_data(usable)
+        # A series that lost a member is incomplete: the volume operator refuses it if it is the one chosen
+        # (a lost first or last slice leaves no gap to see, and the volume would silently be shorter).
+        for study in studies:
+            for series in study.get_all_series():
+                setattr(series, UNUSABLE_MEMBERS, unusable.get(str(series.SeriesInstanceUID), []))
+        return studies
+
+
+UNUSABLE_MEMBERS = "dcfb_unusable_members"
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+
+
+def looks_like_dicom(path: str) -> bool:
+    """A DICOM file name, or the DICM prefix after the 128-byte preamble (an empty .dcm file counts)."""
+    if Path(path).suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def series_of_damaged_file(path: str) -> str | None:
+    """The Series Instance UID of a file that could not be used, when its header still says it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            header = dcmread(path, stop_before_pixels=True, force=True, specific_tags=["SeriesInstanceUID"])
+        return str(header.SeriesInstanceUID) if "SeriesInstanceUID" in header else None
+    except Exception:  # noqa: BLE001 - a header too damaged to say: the warning above names the file
+        return None

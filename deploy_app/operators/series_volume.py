@@ -12,6 +12,7 @@ from monai.deploy.core.domain import StudySelectedSeries
 from monai.deploy.operators import DICOMSeriesToVolumeOperator
 
 from ..errors import FusionInputError
+from .dicom_study_loader import UNUSABLE_MEMBERS
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +134,10 @@ def check_series_consistency(series, label: str) -> None:
     such values.
     """
     uid = series.SeriesInstanceUID
+    lost = getattr(series, UNUSABLE_MEMBERS, [])
+    if lost:
+        raise FusionInputError(f"{label} series {uid} is incomplete: {lost[0]} belongs to it and cannot be used"
+                               + (f" (and {len(lost) - 1} more)" if len(lost) > 1 else ""))
     datasets = [inst.get_native_sop_instance() for inst in series.get_sop_instances()]
     if not datasets:
         raise FusionInputError(f"{label} series {uid} has no images")
