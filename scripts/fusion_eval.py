@@ -11,6 +11,7 @@ Subcommands (each module's docstring says more):
     optimum    what F a loss asks for: F optimised directly under the paper's or the bundle's loss
     tradeoff   points of loss-weight sweeps as curves of one metric against another
     report     the markdown report with tables and pictures from a compare run
+    seeds      groups of models trained with several seeds (from a fronts run): mean and spread over the seeds
 
 A bad argument or input is one line on stderr naming it, and exit status 2.
 """
@@ -24,10 +25,11 @@ import fire
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from dcfb_eval import blends, breakdown, compare, fronts, gap, optimum, report, tradeoff  # noqa: E402
+from dcfb_eval import blends, breakdown, compare, fronts, gap, optimum, report, seeds, tradeoff  # noqa: E402
 
 COMMANDS = {"compare": compare.main, "fronts": fronts.main, "gap": gap.main, "blends": blends.main,
-            "breakdown": breakdown.main, "optimum": optimum.main, "tradeoff": tradeoff.main, "report": report.main}
+            "breakdown": breakdown.main, "optimum": optimum.main, "tradeoff": tradeoff.main, "report": report.main,
+            "seeds": seeds.main}
 
 
 def main() -> int:

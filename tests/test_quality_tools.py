@@ -46,3 +46,20 @@ def test_gap_and_fronts_scripts_on_a_tiny_split(tiny_cohort, app_bundle, tmp_pat
     bad = run_script("fusion_eval.py", "fronts", "--dataset_dir", tiny_cohort, "--model", f"net={model}", "--emphases", "2",
                      "--output_dir", str(tmp_path / "x"), check=False)
     assert bad.returncode == 2 and "--emphases" in bad.stderr
+
+
+def test_seeds_groups_models_and_reports_mean_spread_and_difference(tmp_path):
+    def method(ssim, r):
+        return {"n": 2, "ssim": {"mean": ssim, "std": 0.0}, "regional_corr": {"mean": r, "std": 0.0}}
+
+    methods = {"a1@0.5": method(0.60, 0.90), "a2@0.5": method(0.62, 0.92), "b1@0.5": method(0.50, 0.95),
+               "b2@0.5": method(0.54, 0.97), "blend@0.5": method(0.55, 0.9)}
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps({"split": "testing", "cases": 2, "methods": methods}))
+    out = tmp_path / "seeds.md"
+    proc = run_script("fusion_eval.py", "seeds", "--summary", str(path), "--groups", "3D=a1,a2;2D=b1,b2",
+                      "--output", str(out))
+    text = out.read_text()
+    assert "| 3D | 0.5 | 0.6100 ± 0.0141 | 0.9100 ± 0.0141 |" in text, text
+    assert "| 0.5 | +0.0900 (±0.0283) | -0.0500 (±0.0141) |" in text, text
+    assert proc.returncode == 0
