@@ -316,3 +316,36 @@ def test_preview_png_is_written(tmp_path):
     volume = np.random.default_rng(0).random((20, 24, 8)).astype(np.float32)
     write_preview_png({"mri": volume, "pet": volume, "fused": volume, "spacing": (1.0, 1.0, 4.0)}, tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_multiframe_enhanced_mr_and_pet_are_read_as_their_frames(tiny_study, app_bundle, reference_fusion, tmp_path):
+    """Legacy Converted Enhanced MR and PET (highdicom, from the study's own slices): one file per series, the
+    frames stored in shuffled order and the MR split over two files; the fusion equals the single-frame study's."""
+    import highdicom as hd
+
+    study = tmp_path / "study"
+    rng = np.random.default_rng(3)
+    for label, cls in (("MR", hd.legacy.LegacyConvertedEnhancedMRImage), ("PT", hd.legacy.LegacyConvertedEnhancedPETImage)):
+        (study / label).mkdir(parents=True)
+        slices = [pydicom.dcmread(p) for p in sorted(Path(tiny_study, label).glob("*.dcm"))]
+        order = rng.permutation(len(slices))
+        parts = [order[: len(order) // 2], order[len(order) // 2:]] if label == "MR" else [order]
+        series_uid = pydicom.uid.generate_uid()
+        for k, part in enumerate(parts):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                image = cls(legacy_datasets=[slices[i] for i in part], series_instance_uid=series_uid,
+                            series_number=slices[0].SeriesNumber, sop_instance_uid=pydicom.uid.generate_uid(),
+                            instance_number=k + 1)
+            image.SeriesDescription = slices[0].SeriesDescription
+            image.save_as(study / label / f"{label}_multiframe_{k + 1}.dcm")
+    out = tmp_path / "out"
+    proc = run_app(study, out, app_bundle)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "a multi-frame MR image, read as" in proc.stdout + proc.stderr
+    assert np.array_equal(fused(out), reference_fusion)
+    first = pydicom.dcmread(sorted((out / "fused_dicom").glob("*.dcm"))[0])
+    sources = {str(item.ReferencedSOPInstanceUID) for item in first.SourceImageSequence}
+    multiframe_uids = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in study.rglob("*.dcm")}
+    assert sources <= multiframe_uids and all("ReferencedFrameNumber" in item for item in first.SourceImageSequence)
+    assert dciodvfy_errors(str(sorted((out / "fused_dicom").glob("*.dcm"))[0])) == []

@@ -16,6 +16,7 @@ from pydicom.uid import UID
 from monai.deploy.operators import DICOMDataLoaderOperator
 
 from ..errors import FusionInputError
+from ..multiframe import is_multiframe, single_frame_files
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
         if not usable:
             raise FusionInputError(f"no usable DICOM file among the {len(files)} files in the input folder")
         logger.info("reading %d DICOM files (%d skipped)", len(usable), len(files) - len(usable))
-        studies = super()._load_data(usable)
+        studies = super()._load_data(expand_multiframe(usable))
         # A series that lost a member is incomplete: the volume operator refuses it if it is the one chosen
         # (a lost first or last slice leaves no gap to see, and the volume would silently be shorter).
         for study in studies:
@@ -169,6 +170,22 @@ class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
 
 
 UNUSABLE_MEMBERS = "dcfb_unusable_members"
+
+
+def expand_multiframe(paths: list[str]) -> list:
+    """Each multi-frame MR or PT image replaced by its frames as single-frame files in memory (multiframe.py)."""
+    out = []
+    for path in paths:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            header = dcmread(path, stop_before_pixels=True)
+        if is_multiframe(header):
+            frames = single_frame_files(path)
+            logger.info("%s: a multi-frame %s image, read as %d frames", path, header.Modality, len(frames))
+            out.extend(frames)
+        else:
+            out.append(path)
+    return out
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 
 

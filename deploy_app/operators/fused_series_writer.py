@@ -24,6 +24,7 @@ from monai.deploy.core import Operator, OperatorSpec
 
 from ..errors import FusionInputError
 from ..fusion_inputs import FusionResult
+from ..multiframe import frame_source
 from ..source_header import (
     ACQUISITION_EQUIPMENT,
     APP_NAME,
@@ -62,9 +63,15 @@ def prepare_output_folder(output_folder: Path) -> Path:
 
 
 def source_item(ds: Dataset) -> Dataset:
+    """A Source Image Sequence item for ``ds``; for a frame of a multi-frame image (multiframe.py), the
+    multi-frame instance and the frame's number, which is what exists in the study."""
     item = Dataset()
-    item.ReferencedSOPClassUID = ds.SOPClassUID
-    item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+    frame = frame_source(ds.SOPInstanceUID)
+    if frame is not None:
+        item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID, item.ReferencedFrameNumber = frame
+    else:
+        item.ReferencedSOPClassUID = ds.SOPClassUID
+        item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
     purpose = Dataset()
     purpose.CodeValue, purpose.CodingSchemeDesignator = "121322", "DCM"
     purpose.CodeMeaning = "Source image for image processing operation"
@@ -112,6 +119,8 @@ def derived_mr_slice(source: Dataset, pixels: np.ndarray, series_uid: str, serie
     ds = carried_attributes(source, PATIENT_STUDY + MR_ACQUISITION + PLANE_ATTRIBUTES)
     if "InversionTime" in ds and "IR" not in list(ds.get("ScanningSequence", [])):
         del ds.InversionTime  # Type 2C: present only for inversion recovery
+    if "BodyPartExamined" not in ds:
+        ds.Laterality = None  # Type 2C for paired body parts: with the body part unknown, present and empty
     ds.SOPClassUID = MRImageStorage
     ds.SOPInstanceUID = generate_uid()
     ds.Modality = "MR"

@@ -14,6 +14,7 @@ from monai.data import MetaTensor
 from monai.deploy.core import Operator, OperatorSpec
 
 from ..errors import FusionInputError
+from .fused_series_writer import check_source_headers
 from ..fusion_inputs import AlignedPair
 
 logger = logging.getLogger(__name__)
@@ -147,6 +148,8 @@ class PetMrAlignmentOperator(Operator):
 
     def align(self, mr_image, mr_series, pt_image, pt_series) -> AlignedPair:
         check_same_patient(mr_series, pt_series)
+        # Whatever in the MR's header could stop the writer stops the study here, before the inference.
+        check_source_headers([inst.get_native_sop_instance() for inst in mr_series.get_sop_instances()[:1]])
         mr_dhw, pet_dhw = mr_image.asnumpy(), pt_image.asnumpy()
         mr_lps, pet_lps = lps_affine(mr_image), lps_affine(pt_image)
         same_frame = (first_dataset(mr_series).get("FrameOfReferenceUID")
