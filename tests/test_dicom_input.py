@@ -219,6 +219,8 @@ INCONSISTENT = {
     "orientation with 5 values": ("PT", _set(ImageOrientationPatient=[1, 0, 0, 0, 1]), "no valid ImageOrientationPatient"),
     "PixelSpacing 0": ("MR", _set(PixelSpacing=[0, 0]), "no valid PixelSpacing"),
     "RescaleSlope 0": ("PT", _set(RescaleSlope="0"), "RescaleSlope or RescaleIntercept"),
+    "RescaleIntercept empty": ("MR", _set(RescaleIntercept=None), "RescaleSlope or RescaleIntercept"),
+    "one image's Series Instance UID damaged": ("MR", _set(SeriesInstanceUID="1.2.3.999"), "same series number"),
 }
 
 
@@ -274,6 +276,7 @@ def test_localizer_and_derived_series_are_left_out_and_ties_broken_by_stated_rul
     for path in mr_files:
         ds = pydicom.dcmread(path)
         ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.SliceThickness = thin_uid, pydicom.uid.generate_uid(), "0.5"
+        ds.SeriesNumber = 77
         ds.save_as(thin / path.name)
     out = tmp_path / "out"
     proc = run_app(study, out, app_bundle)

@@ -40,7 +40,7 @@ def pixel_data_problem(path: str) -> tuple[str | None, str | None]:
     if "SOPInstanceUID" not in ds:
         return "no SOP Instance UID", None
     uid = str(ds.SOPInstanceUID)
-    missing = [k for k in ("SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID") if k not in ds]
+    missing = [k for k in ("SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID") if not str(ds.get(k, "") or "")]
     if missing:  # the SDK would drop such an instance without a word
         return f"no {' and no '.join(missing)}", uid
     if "PixelData" not in ds:

@@ -41,12 +41,13 @@ def _series_facts(series) -> dict:
     # (the consistency check then refuses the series, naming the slice's file).
     multi_plane = len(orientations) > 1 and max(orientations.values()) < 0.8 * len(datasets)
     first = datasets[0] if datasets else {}
-    thickness = _scalar(first, "SliceThickness", float("inf")) if datasets else float("inf")
+    thickness = (_scalar(first, "SliceThickness", float("inf")) or float("inf")) if datasets else float("inf")
     return {"images": len(datasets), "image_types": image_types, "orientations": len(orientations),
             "multi_plane": multi_plane,
             "thickness": thickness if thickness and thickness > 0 else float("inf"),
             "is_3d": str(first.get("MRAcquisitionType", "")).upper() == "3D",
             "number": int(_scalar(first, "SeriesNumber", 0) or 0) if datasets else 0,
+            "description": str(first.get("SeriesDescription", "")) if datasets else "",
             "time": f"{first.get('SeriesDate', '')}{first.get('SeriesTime', '')}" if datasets else ""}
 
 
@@ -82,6 +83,14 @@ def choose_series(selections: list[StudySelectedSeries] | None, label: str):
 
     candidates.sort(key=rank)
     study_sel, chosen, facts = candidates[0]
+    for _, other, other_facts in candidates[1:]:
+        # Two series of one number and description: a copy, or images whose Series Instance UID was damaged (a
+        # lost first or last slice would leave no gap to see). Which images belong together cannot be told.
+        if (other_facts["number"], other_facts["description"]) == (facts["number"], facts["description"]):
+            example = file_name(other.series.get_sop_instances()[0].get_native_sop_instance())
+            raise FusionInputError(f"{label} series {chosen.series.SeriesInstanceUID} and {other.series.SeriesInstanceUID} "
+                                   f"(e.g. {example}) have the same series number {facts['number']} and description: "
+                                   "a damaged Series Instance UID or a copy; which images belong together cannot be told")
     if len(candidates) > 1:
         others = ", ".join(f"{c[1].series.SeriesInstanceUID} ({c[2]['images']} images)" for c in candidates[1:])
         logger.info("%d %s series match the rules '%s'; using %s (%d images, slices %.2f mm%s, series number %d), "
@@ -113,10 +122,14 @@ def _floats(ds, keyword: str, count: int) -> np.ndarray | None:
 
 
 def _scalar(ds, keyword: str, default: float) -> float | None:
+    """``keyword`` as a finite number; ``default`` when the attribute is absent; None when it is present but
+    empty or not a finite number (the SDK would fail on it)."""
+    if keyword not in ds:
+        return default
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            value = float(ds[keyword].value) if keyword in ds and ds[keyword].value not in (None, "") else default
+            value = float(ds[keyword].value)
     except (TypeError, ValueError, OverflowError):
         return None
     return value if np.isfinite(value) else None
