@@ -82,29 +82,40 @@ def _associate(ae: AE, pacs: Pacs, **kwargs):
     return assoc
 
 
-def find_study(pacs: Pacs, study_uid: str, timeout_s: float = 60) -> int | None:
-    """C-FIND at study level: how many instances the PACS holds for the study (0 when it does not say),
-    or None when it does not have the study."""
+def _new_ae(pacs: Pacs, timeout_s: float) -> AE:
     ae = AE(ae_title=pacs.calling_ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
+    return ae
+
+
+def _c_find(pacs: Pacs, query: Dataset, timeout_s: float) -> list[Dataset]:
+    """The identifiers a Study Root C-FIND returns; PacsError when the PACS does not answer or fails."""
+    ae = _new_ae(pacs, timeout_s)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    query = Dataset()
-    query.QueryRetrieveLevel = "STUDY"
-    query.StudyInstanceUID = study_uid
-    query.NumberOfStudyRelatedInstances = ""
-    found = None
+    found = []
     assoc = _associate(ae, pacs)
     try:
         for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
             if not status:
-                raise PacsError(f"PACS {pacs} did not answer the C-FIND for study {study_uid} in time")
+                raise PacsError(f"PACS {pacs} did not answer a C-FIND in time")
             if status.Status in (0xFF00, 0xFF01) and identifier is not None:
-                found = int(identifier.get("NumberOfStudyRelatedInstances", 0) or 0)
+                found.append(identifier)
             elif status.Status != 0x0000:
-                raise PacsError(f"PACS {pacs} answered the C-FIND for study {study_uid} with status 0x{status.Status:04X}")
+                raise PacsError(f"PACS {pacs} answered a C-FIND with status 0x{status.Status:04X}")
     finally:
         assoc.release()
     return found
+
+
+def find_study(pacs: Pacs, study_uid: str, timeout_s: float = 60) -> int | None:
+    """C-FIND at study level: how many instances the PACS holds for the study (0 when it does not say),
+    or None when it does not have the study."""
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study_uid
+    query.NumberOfStudyRelatedInstances = ""
+    found = _c_find(pacs, query, timeout_s)
+    return int(found[0].get("NumberOfStudyRelatedInstances", 0) or 0) if found else None
 
 
 def retrieve_study(pacs: Pacs, study_uid: str, folder: Path, progress: Callable[[int, int], None] | None = None,
@@ -124,8 +135,7 @@ def retrieve_study(pacs: Pacs, study_uid: str, folder: Path, progress: Callable[
         received += 1
         return 0x0000
 
-    ae = AE(ae_title=pacs.calling_ae_title)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
+    ae = _new_ae(pacs, timeout_s)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
     roles = []
     for uid in RETRIEVED_STORAGE_CLASSES:
@@ -158,23 +168,12 @@ def retrieve_study(pacs: Pacs, study_uid: str, folder: Path, progress: Callable[
 
 def listed_instances(pacs: Pacs, study_uid: str, series_uid: str, timeout_s: float = 60) -> set[str]:
     """C-FIND at image level: the SOP Instance UIDs the PACS lists for one series."""
-    ae = AE(ae_title=pacs.calling_ae_title)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
     query = Dataset()
     query.QueryRetrieveLevel = "IMAGE"
     query.StudyInstanceUID = study_uid
     query.SeriesInstanceUID = series_uid
     query.SOPInstanceUID = ""
-    listed = set()
-    assoc = _associate(ae, pacs)
-    try:
-        for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
-            if status and status.Status in (0xFF00, 0xFF01) and identifier is not None:
-                listed.add(str(identifier.SOPInstanceUID))
-    finally:
-        assoc.release()
-    return listed
+    return {str(identifier.SOPInstanceUID) for identifier in _c_find(pacs, query, timeout_s)}
 
 
 def store_files(pacs: Pacs, files: list[Path], progress: Callable[[int, int], None] | None = None,
@@ -186,8 +185,7 @@ def store_files(pacs: Pacs, files: list[Path], progress: Callable[[int, int], No
     ReceivedInstanceFilter throws away).
     """
     headers = [(path, dcmread(path, stop_before_pixels=True)) for path in files]
-    ae = AE(ae_title=pacs.calling_ae_title)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
+    ae = _new_ae(pacs, timeout_s)
     for sop_class, syntax in sorted({(str(h.SOPClassUID), str(h.file_meta.TransferSyntaxUID)) for _, h in headers}):
         ae.add_requested_context(sop_class, [syntax])
     report = StoreReport()
