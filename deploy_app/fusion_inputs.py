@@ -16,6 +16,7 @@ class AlignedPair:
     grid: the bundle's preprocessing resamples it onto the MR (one definition of that step).
     ``mr_series`` / ``pt_series`` are the SDK ``DICOMSeries`` (instances sorted along the slice normal).
     ``mr_from_pt_world`` is the 4x4 LPS transform that the registration found (identity for a shared frame).
+    ``pet_units``: what the PET's values are in, and the SUVbw factor when the header allows (``PetUnits``).
     """
 
     mri: object
@@ -24,20 +25,18 @@ class AlignedPair:
     pt_series: object
     mr_from_pt_world: np.ndarray
     registration: dict = field(default_factory=dict)
+    pet_units: object = None
 
 
 @dataclass
 class FusionResult:
     """The fused volume on the MR's grid, and what the writers need besides.
 
-    ``fused`` and ``pet_on_mr``: float32 numpy arrays [D, H, W] (MR slice, row, column), in [0, 1], the PET
-    resampled onto the MR grid for the colour overlay. ``preview``: dict of RAS-oriented [X, Y, Z] arrays
-    ``mri``, ``pet``, ``fused`` (the network's input space) for pictures, and ``spacing`` (mm along X, Y, Z).
+    ``fused``: float32 numpy array [D, H, W] (MR slice, row, column) in [0, 1]. ``mr_affine_ras``: the MR's
+    (column, row, slice) -> RAS mm affine.
     """
 
     pair: AlignedPair
     fused: np.ndarray
-    pet_on_mr: np.ndarray
     mr_affine_ras: np.ndarray
-    preview: dict
     timings_s: dict = field(default_factory=dict)

@@ -19,9 +19,11 @@ from pydicom import config
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
 from pydicom.valuerep import IS, DSfloat, validate_value
 
 from .errors import FusionInputError
+from .multiframe import frame_source
 
 APP_NAME = "DCFB Fusion MONAI Deploy app"
 APP_VERSION = "0.1.0"
@@ -139,3 +141,21 @@ def file_meta_for(ds: Dataset, transfer_syntax_uid: str) -> FileMetaDataset:
     meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     return meta
+
+
+def source_image_reference(ds: Dataset, purpose: bool = True) -> Dataset:
+    """A reference to the source image ``ds`` (for a frame of a multi-frame image, multiframe.py: the multi-frame
+    instance and the frame's number, which is what exists in the study); with ``purpose``, as a Source Image
+    Sequence item ("source image for image processing operation")."""
+    item = Dataset()
+    frame = frame_source(ds.SOPInstanceUID)
+    if frame is not None:
+        item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID, item.ReferencedFrameNumber = frame
+    else:
+        item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    if purpose:
+        code = Dataset()
+        code.CodeValue, code.CodingSchemeDesignator = "121322", "DCM"
+        code.CodeMeaning = "Source image for image processing operation"
+        item.PurposeOfReferenceCodeSequence = Sequence([code])
+    return item

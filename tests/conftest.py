@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -32,6 +33,21 @@ def dciodvfy_errors(path: str) -> list[str]:
     assert shutil.which("dciodvfy"), "dciodvfy missing: run scripts/run_tests.sh, which installs dicom3tools"
     proc = subprocess.run(["dciodvfy", path], capture_output=True, text=True)
     return [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_written_dicom_file_passes_dciodvfy(tmp_path_factory):
+    """After the session: every DICOM file the app wrote in any test (every folder a ``fusion_summary.json``
+    lists as written, under the session's temporary folders) has no dciodvfy error."""
+    yield
+    base = tmp_path_factory.getbasetemp()
+    files = [path for summary in base.rglob("fusion_summary.json")
+             for name in json.loads(summary.read_text()).get("written", []) if (summary.parent / name).is_dir()
+             for path in sorted((summary.parent / name).glob("*.dcm"))]
+    failing = {str(path.relative_to(base)): errors for path in files if (errors := dciodvfy_errors(str(path)))}
+    assert not failing, f"{len(failing)} of {len(files)} written DICOM files fail dciodvfy: " + \
+        "; ".join(f"{path}: {errors[:3]}" for path, errors in list(failing.items())[:5])
+    print(f"\ndciodvfy: {len(files)} DICOM files written by the app in this session, no errors")
 
 
 def read_series(folder: str):

@@ -149,6 +149,49 @@ def test_oblique_sagittal_mr_with_pet_in_another_frame_is_registered_and_fused(o
     fused = nib.load(out / "fused.nii.gz").get_fdata()
     mr, _ = read_series(os.path.join(oblique_study, "MR"))
     assert fused.shape == mr.shape and np.corrcoef(fused.ravel(), mr.ravel())[0, 1] > 0.5
+    check_registration_outputs(out, oblique_study, summary, pet_from_mr_ras)
+
+
+def check_registration_outputs(out: Path, study: str, summary: dict, pet_from_mr_ras: np.ndarray) -> None:
+    """The Spatial Registration object holds the transform the app used, and the registered PT series is the
+    source PET, in SUVbw, on the MR's slices in the MR's Frame of Reference."""
+    from scipy.ndimage import map_coordinates
+
+    mr = {ds.SOPInstanceUID: ds for ds in series_files(Path(study) / "MR")}
+    pt = series_files(Path(study) / "PT")
+    mr_first = next(iter(mr.values()))
+    assert {"registered_pet_dicom", "registration_dicom"} <= set(summary["written"])
+    (reg,) = series_files(out / "registration_dicom")
+    assert reg.Modality == "REG" and reg.FrameOfReferenceUID == mr_first.FrameOfReferenceUID
+    assert reg.StudyInstanceUID == mr_first.StudyInstanceUID
+    own, other = reg.RegistrationSequence
+    assert own.FrameOfReferenceUID == mr_first.FrameOfReferenceUID and other.FrameOfReferenceUID == pt[0].FrameOfReferenceUID
+    matrix = lambda item: np.asarray(item.MatrixRegistrationSequence[0].MatrixSequence[0].FrameOfReferenceTransformationMatrix, float).reshape(4, 4)  # noqa: E731
+    np.testing.assert_allclose(matrix(own), np.eye(4))
+    np.testing.assert_allclose(matrix(other), summary["mr_from_pt_world_lps"], atol=1e-5)
+    assert {s.SeriesInstanceUID for s in reg.ReferencedSeriesSequence} == {mr_first.SeriesInstanceUID, pt[0].SeriesInstanceUID}
+    assert {r.ReferencedSOPInstanceUID for r in other.ReferencedImageSequence} == {ds.SOPInstanceUID for ds in pt}
+
+    registered = series_files(out / "registered_pet_dicom")
+    assert len(registered) == len(mr) and len({ds.SeriesInstanceUID for ds in registered}) == 1
+    mr_positions = np.array([np.asarray(ds.ImagePositionPatient, float) for ds in mr.values()])
+    for ds in registered:  # on the MR's slices, in the MR's Frame of Reference
+        assert np.abs(mr_positions - np.asarray(ds.ImagePositionPatient, float)).max(axis=1).min() < 1e-3
+        np.testing.assert_allclose(np.asarray(ds.ImageOrientationPatient, float), mr_first.ImageOrientationPatient, atol=1e-6)
+        assert ds.Modality == "PT" and ds.FrameOfReferenceUID == mr_first.FrameOfReferenceUID
+        assert ds.Units == "GML" and ds.SUVType == "BW" and list(ds.ImageType) == ["DERIVED", "PRIMARY"]
+    # Against the source PET moved by the known motion between the sessions, and the SUVbw factor (QIBA) from
+    # the simulator's weight, dose and uptake time: the same values on the MR's voxels.
+    suv, suv_affine = read_series(str(out / "registered_pet_dicom"))
+    pet, pet_affine = read_series(os.path.join(study, "PT"))
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in suv.shape], indexing="ij"), -1).reshape(-1, 3)
+    world = suv_affine @ np.c_[grid, np.ones(len(grid))].T
+    expected = map_coordinates(pet, (np.linalg.inv(pet_affine) @ pet_from_mr_ras @ world)[:3], order=1).reshape(suv.shape)
+    factor = 70.0 * 1000 / (185e6 * 2.0 ** (-2700.0 / 6586.2))
+    assert summary["pet_units"]["suv_bw_factor"] == pytest.approx(factor, rel=1e-6)
+    brain = expected > 0.3 * expected.max()
+    assert np.corrcoef(suv[brain], expected[brain])[0, 1] > 0.9
+    assert np.median(suv[brain] / expected[brain]) == pytest.approx(factor, rel=0.05)
 
 
 def copy_study(study: str, dst: Path, series=("MR", "PT")) -> Path:

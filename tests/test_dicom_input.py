@@ -291,7 +291,7 @@ def test_localizer_and_derived_series_are_left_out_and_ties_broken_by_stated_rul
 
 
 def test_preview_is_radiological_labelled_and_at_true_aspect():
-    from deploy_app.operators.fused_series_writer import preview_planes, write_preview_png
+    from deploy_app.pictures import preview_planes
 
     volume = np.zeros((40, 50, 10), np.float32)  # RAS [X, Y, Z], 1 x 1 x 6 mm voxels (thick slices)
     volume[30:36, 5:15, 3:7] = 1.0  # a marker in the patient's right (high X), posterior (low Y)
@@ -313,11 +313,14 @@ def test_preview_is_radiological_labelled_and_at_true_aspect():
     assert np.nonzero(sagittal["cut"](midline))[1].min() >= 50 / 2  # posterior on the right of the view
 
 
-def test_preview_png_is_written(tmp_path):
-    from deploy_app.operators.fused_series_writer import write_preview_png
+def test_preview_png_is_written_with_a_colour_bar_in_the_pet_unit(tmp_path):
+    from deploy_app.pictures import PetWindow, write_preview_png
 
     volume = np.random.default_rng(0).random((20, 24, 8)).astype(np.float32)
-    write_preview_png({"mri": volume, "pet": volume, "fused": volume, "spacing": (1.0, 1.0, 4.0)}, tmp_path / "p.png")
+    window = PetWindow.of(7.5 * volume, "SUVbw")
+    assert 7.0 < window.upper <= 7.5
+    write_preview_png({"mri": volume, "pet": 7.5 * volume, "fused": volume, "spacing": (1.0, 1.0, 4.0)}, window,
+                      tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")
 
 

@@ -1,6 +1,7 @@
 """Write the fusion as DICOM in the MR's study: a derived grayscale series on the MR's slices, an RGB
-Secondary Capture series with the PET in colour over it, and on request NIfTI and a PNG preview. Everything
-is written to a hidden folder inside OUT and moved into place only once complete."""
+Secondary Capture series with the PET in colour over it (and a colour bar in the PET's unit), after a
+registration the PET on the MR's grid and a Spatial Registration object, and on request NIfTI and a PNG
+preview. Everything is written to a hidden folder inside OUT and moved into place only once complete."""
 
 from __future__ import annotations
 
@@ -21,10 +22,13 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from monai.deploy.core import Operator, OperatorSpec
+from monai.transforms import ResampleToMatch, ScaleIntensityRangePercentiles
 
 from ..errors import FusionInputError
 from ..fusion_inputs import FusionResult
-from ..multiframe import frame_source
+from ..pet_registration_dicom import registered_pet_slice, spatial_registration
+from ..pet_units import PetUnits
+from ..pictures import PetWindow, colour_bar_strip, pet_overlay_rgb, ras_preview, with_colour_bar, write_preview_png
 from ..source_header import (
     ACQUISITION_EQUIPMENT,
     APP_NAME,
@@ -33,13 +37,15 @@ from ..source_header import (
     PATIENT_STUDY,
     carried_attributes,
     file_meta_for,
+    source_image_reference,
     valid_value,
 )
 
 logger = logging.getLogger(__name__)
 
-OUTPUT_NAMES = {"fused": "fused_dicom", "color": "fusion_color_dicom", "nifti": "fused.nii.gz",
-                "preview": "preview.png", "summary": "fusion_summary.json"}
+OUTPUT_NAMES = {"fused": "fused_dicom", "color": "fusion_color_dicom", "registered_pet": "registered_pet_dicom",
+                "registration": "registration_dicom", "nifti": "fused.nii.gz", "preview": "preview.png",
+                "summary": "fusion_summary.json"}
 STORED_BITS = 12
 STORED_MAX = 2**STORED_BITS - 1
 # Rescale slope as written to the DS element (at most 16 characters), so that readers and we agree exactly.
@@ -60,23 +66,6 @@ def prepare_output_folder(output_folder: Path) -> Path:
         raise FusionInputError(f"output folder {output_folder} already holds {', '.join(taken)} from an earlier run: "
                                "give an empty folder (nothing is overwritten)")
     return output_folder
-
-
-def source_item(ds: Dataset) -> Dataset:
-    """A Source Image Sequence item for ``ds``; for a frame of a multi-frame image (multiframe.py), the
-    multi-frame instance and the frame's number, which is what exists in the study."""
-    item = Dataset()
-    frame = frame_source(ds.SOPInstanceUID)
-    if frame is not None:
-        item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID, item.ReferencedFrameNumber = frame
-    else:
-        item.ReferencedSOPClassUID = ds.SOPClassUID
-        item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
-    purpose = Dataset()
-    purpose.CodeValue, purpose.CodingSchemeDesignator = "121322", "DCM"
-    purpose.CodeMeaning = "Source image for image processing operation"
-    item.PurposeOfReferenceCodeSequence = Sequence([purpose])
-    return item
 
 
 def plane_corners_lps(ds: Dataset) -> np.ndarray:
@@ -129,7 +118,7 @@ def derived_mr_slice(source: Dataset, pixels: np.ndarray, series_uid: str, serie
     image_type = list(source.get("ImageType", []))[2:3]
     ds.ImageType = ["DERIVED", "SECONDARY"] + [v for v in image_type if valid_value("ImageType", v)]
     ds.DerivationDescription = description[:1024]
-    ds.SourceImageSequence = Sequence([source_item(s) for s in [source, *sources]])
+    ds.SourceImageSequence = Sequence([source_image_reference(s) for s in [source, *sources]])
     ds.ContentDate = ds.InstanceCreationDate = ds.SeriesDate = now.strftime("%Y%m%d")
     ds.ContentTime = ds.InstanceCreationTime = ds.SeriesTime = now.strftime("%H%M%S")
     ds.Manufacturer, ds.ManufacturerModelName, ds.SoftwareVersions = "DCFB Fusion", APP_NAME, APP_VERSION
@@ -166,20 +155,29 @@ def colour_slice(source: Dataset, rgb: np.ndarray, series_uid: str, series_numbe
     return color
 
 
-def check_source_headers(mr_datasets: list[Dataset]) -> None:
-    """Build the first fused and colour images of the series with blank pixels: a header the writer cannot
-    turn into valid objects refuses the study here, before the inference, naming the attribute."""
+def check_source_headers(mr_datasets: list[Dataset], pt_datasets: list[Dataset]) -> None:
+    """Build the first image of each output series with blank pixels: a header the writer cannot turn into valid
+    objects refuses the study here, before the inference, naming the attribute."""
     first = mr_datasets[0]
     blank = np.zeros((int(first.Rows), int(first.Columns)), dtype=np.float32)
     try:
         fused = derived_mr_slice(first, blank, generate_uid(), 1, 1, "header check", [], dt.datetime.now())
         colour_slice(first, np.zeros((*blank.shape, 3), np.uint8), generate_uid(), 2, 1, "header check",
                      fused.SourceImageSequence)
+        registered_pet_slice(first, pt_datasets[0], blank, PetUnits("BQML", None, ""), generate_uid(), 3, 1, 1, [],
+                             "header check", dt.datetime.now())
+        spatial_registration([first], pt_datasets[:1], np.eye(4), generate_uid(), 4, "header check", dt.datetime.now())
     except FusionInputError:
         raise
     except (ValueError, TypeError, AttributeError, KeyError) as err:
         raise FusionInputError(f"MR series {first.get('SeriesInstanceUID', '?')}: its header cannot be carried "
                                f"into the fused series ({type(err).__name__}: {err})") from err
+
+
+def pet_on_mr_grid(pair) -> np.ndarray:
+    """The PET in its own unit resampled (trilinear, MONAI's ResampleToMatch) onto the MR's voxels: [D, H, W]."""
+    pet = ResampleToMatch(mode="bilinear", padding_mode="zeros")(pair.pet[None], img_dst=pair.mri[None])
+    return np.ascontiguousarray(np.asarray(pet[0], dtype=np.float32).transpose(2, 1, 0))
 
 
 def patient_orientation(ds: Dataset) -> tuple[str, str]:
@@ -194,74 +192,20 @@ def patient_orientation(ds: Dataset) -> tuple[str, str]:
     return letter(cosines[:3]), letter(cosines[3:])
 
 
-def pet_overlay_rgb(fused: np.ndarray, pet: np.ndarray) -> np.ndarray:
-    """RGB uint8: the fused image in gray with the PET in the 'hot' colour map over it, opaque where the PET is
-    bright and clear where it is low, so that anatomy shows through."""
-    from matplotlib import colormaps
-
-    gray = np.repeat(np.clip(fused, 0, 1)[..., None], 3, axis=-1)
-    colour = colormaps["hot"](np.clip(pet, 0, 1))[..., :3]
-    alpha = 0.6 * np.clip((pet - 0.15) / 0.35, 0, 1)[..., None]
-    return np.rint(255 * ((1 - alpha) * gray + alpha * colour)).astype(np.uint8)
-
-
-def preview_planes(preview: dict) -> dict:
-    """The three planes through the centre of RAS-oriented [X, Y, Z] arrays, as viewers show them (radiological
-    convention: the patient's right on the viewer's left; anterior on the left of the sagittal view).
-
-    Returns, per plane, ``cut`` (array -> 2D image, row 0 at the bottom), ``spacing`` (mm per column, mm per row,
-    so that anisotropic voxels are drawn at their true aspect) and ``labels`` (left, right, top, bottom)."""
-    sx, sy, sz = (float(v) for v in preview.get("spacing", (1.0, 1.0, 1.0)))
-    cx, cy, cz = (n // 2 for n in np.asarray(preview["mri"]).shape)
-    return {
-        "axial": {"cut": lambda v: v[::-1, :, cz].T, "spacing": (sx, sy), "labels": ("R", "L", "A", "P")},
-        "coronal": {"cut": lambda v: v[::-1, cy, :].T, "spacing": (sx, sz), "labels": ("R", "L", "S", "I")},
-        "sagittal": {"cut": lambda v: v[cx, ::-1, :].T, "spacing": (sy, sz), "labels": ("A", "P", "S", "I")},
-    }
-
-
-def write_preview_png(preview: dict, path: Path) -> None:
-    """Tri-planar views of MRI, PET, fused and PET over fused, in radiological convention with orientation
-    labels and true aspect ratio (``preview_planes``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    mri, pet, fused = (np.asarray(preview[k]) for k in ("mri", "pet", "fused"))
-    fig, axes = plt.subplots(3, 4, figsize=(12, 9), facecolor="black")
-    for row, (plane, spec) in enumerate(preview_planes(preview).items()):
-        cut, (col_mm, row_mm), (left, right, top, bottom) = spec["cut"], spec["spacing"], spec["labels"]
-        views = [("MRI", cut(mri), "gray"), ("PET", cut(pet), "hot"), ("fused", cut(fused), "gray"),
-                 ("PET over fused", pet_overlay_rgb(cut(fused), cut(pet)), None)]
-        for col, (title, image, cmap) in enumerate(views):
-            ax = axes[row, col]
-            extent = (0, image.shape[1] * col_mm, 0, image.shape[0] * row_mm)
-            ax.imshow(image, cmap=cmap, origin="lower", vmin=0, vmax=1, interpolation="nearest", extent=extent,
-                      aspect="equal")
-            ax.set_axis_off()
-            for text, x, y in ((left, 0.02, 0.5), (right, 0.98, 0.5), (top, 0.5, 0.97), (bottom, 0.5, 0.03)):
-                ax.text(x, y, text, color="yellow", fontsize=9, ha="center", va="center", transform=ax.transAxes)
-            if row == 0:
-                ax.set_title(title, color="white")
-        axes[row, 0].text(-0.05, 0.5, plane, color="white", rotation=90, va="center", ha="right",
-                          transform=axes[row, 0].transAxes)
-    fig.suptitle("DCFB fusion (research use only); radiological convention: patient's right on the left",
-                 color="white")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80, facecolor="black")
-    plt.close(fig)
-
-
 class FusedSeriesWriterOperator(Operator):
     """Writes a ``FusionResult`` into ``output_folder``.
 
     Named input: ``result`` (``FusionResult``). Writes:
         ``fused_dicom/``: MR Image Storage, one DERIVED image per MR slice with the MR's geometry, study and
             Frame of Reference; SourceImageSequence names the MR slice and the PT images that meet it.
-        ``fusion_color_dicom/``: RGB Secondary Capture (highdicom), the PET in colour over the fused image.
+        ``fusion_color_dicom/``: RGB Secondary Capture (highdicom), the PET in colour over the fused image, with a
+            colour bar in the PET's unit (SUVbw when the header allows, ``pet_units.py``) to its right.
+        ``registered_pet_dicom/`` and ``registration_dicom/``, when the PET was registered to the MR: the PET on
+            the MR's slices as a derived PT series in the MR's Frame of Reference (Bq/ml or SUVbw), and a Spatial
+            Registration object with the rigid transform (``pet_registration_dicom.py``).
         ``fused.nii.gz`` and ``preview.png`` when ``write_nifti`` / ``write_preview`` are set.
-        ``fusion_summary.json``: the series written, the sources, the alignment and timings (no patient data).
+        ``fusion_summary.json``: the series written, the sources, the PET's unit, the alignment and timings (no
+            patient data).
     """
 
     def __init__(self, fragment, *args, output_folder: Path, write_nifti: bool = False, write_preview: bool = False,
@@ -299,24 +243,44 @@ class FusedSeriesWriterOperator(Operator):
         pt_datasets = [s.get_native_sop_instance() for s in pair.pt_series.get_sop_instances()]
         if len(mr_datasets) != result.fused.shape[0]:
             raise RuntimeError(f"{result.fused.shape[0]} fused slices for {len(mr_datasets)} MR images")
+        units: PetUnits = pair.pet_units
+        pet = pet_on_mr_grid(pair) * units.display_factor  # [D, H, W] in Bq/ml, SUVbw, or the PET's own unit
+        window = PetWindow.of(pet, units.display_unit)
+        bar = colour_bar_strip(int(mr_datasets[0].Rows), window)
         pet_sources = pet_sources_per_mr_slice(mr_datasets, pt_datasets, pair.mr_from_pt_world)
-        registered = " after rigid mutual-information registration" if pair.registration.get("performed") else ""
+        registered = pair.registration.get("performed", False)
         description = (f"Fusion of MR series {pair.mr_series.SeriesInstanceUID} and PT series "
-                       f"{pair.pt_series.SeriesInstanceUID}{registered}, PT resampled onto the MR grid; "
-                       f"{self.model_description}. Research use only.")
+                       f"{pair.pt_series.SeriesInstanceUID}{' after rigid mutual-information registration' if registered else ''}"
+                       f", PT resampled onto the MR grid; {self.model_description}; PET in {units.display_unit}. "
+                       "Research use only.")
         now = dt.datetime.now()
         mr_series_number = int(mr_datasets[0].get("SeriesNumber", 0) or 0)
-        fused_uid, color_uid = generate_uid(), generate_uid()
-        (stage / OUTPUT_NAMES["fused"]).mkdir()
-        (stage / OUTPUT_NAMES["color"]).mkdir()
+        uids = {key: generate_uid() for key in ("fused", "color", "registered_pet", "registration")}
+        numbers = {"fused": mr_series_number + 1000, "color": mr_series_number + 1001,
+                   "registered_pet": mr_series_number + 1002, "registration": mr_series_number + 1003}
+        kinds = ["fused", "color"] + (["registered_pet", "registration"] if registered else [])
+        for kind in kinds:
+            (stage / OUTPUT_NAMES[kind]).mkdir()
         for k, source in enumerate(mr_datasets):
-            derived = derived_mr_slice(source, result.fused[k], fused_uid, mr_series_number + 1000, k + 1,
-                                       description, pet_sources[k], now)
+            derived = derived_mr_slice(source, result.fused[k], uids["fused"], numbers["fused"], k + 1, description,
+                                       pet_sources[k], now)
             derived.save_as(stage / OUTPUT_NAMES["fused"] / f"IM{k + 1:05d}.dcm", enforce_file_format=True)
-            color = colour_slice(source, pet_overlay_rgb(result.fused[k], result.pet_on_mr[k]), color_uid,
-                                 mr_series_number + 1001, k + 1, description, derived.SourceImageSequence)
+            rgb = with_colour_bar(pet_overlay_rgb(result.fused[k], pet[k], window), bar)
+            color = colour_slice(source, rgb, uids["color"], numbers["color"], k + 1, description,
+                                 derived.SourceImageSequence)
             color.save_as(stage / OUTPUT_NAMES["color"] / f"SC{k + 1:05d}.dcm", enforce_file_format=True)
-        written = [OUTPUT_NAMES["fused"], OUTPUT_NAMES["color"]]
+            if registered:
+                pet_slice = registered_pet_slice(source, pt_datasets[0], pet[k], units, uids["registered_pet"],
+                                                 numbers["registered_pet"], k + 1, len(mr_datasets), pet_sources[k],
+                                                 description, now)
+                pet_slice.save_as(stage / OUTPUT_NAMES["registered_pet"] / f"PT{k + 1:05d}.dcm",
+                                  enforce_file_format=True)
+        if registered:
+            registration = spatial_registration(mr_datasets, pt_datasets, pair.mr_from_pt_world, uids["registration"],
+                                                numbers["registration"], "Rigid mutual-information registration "
+                                                "of the PET to the MR", now)
+            registration.save_as(stage / OUTPUT_NAMES["registration"] / "REG00001.dcm", enforce_file_format=True)
+        written = [OUTPUT_NAMES[kind] for kind in kinds]
         if self.write_nifti:
             import nibabel as nib
 
@@ -324,15 +288,21 @@ class FusedSeriesWriterOperator(Operator):
                      stage / OUTPUT_NAMES["nifti"])
             written.append(OUTPUT_NAMES["nifti"])
         if self.write_preview:
-            write_preview_png(result.preview, stage / OUTPUT_NAMES["preview"])
+            mri = np.asarray(ScaleIntensityRangePercentiles(0.5, 99.5, 0.0, 1.0, clip=True)(
+                np.asarray(pair.mri, dtype=np.float32))).transpose(2, 1, 0)
+            preview = ras_preview({"mri": mri, "pet": pet, "fused": result.fused}, result.mr_affine_ras)
+            write_preview_png(preview, window, stage / OUTPUT_NAMES["preview"])
             written.append(OUTPUT_NAMES["preview"])
         return {"app": APP_NAME, "version": APP_VERSION, "model": self.model_description,
                 "pet_emphasis": self.pet_emphasis,
                 "written": written + [OUTPUT_NAMES["summary"]],
-                "fused_series_instance_uid": fused_uid, "color_series_instance_uid": color_uid,
+                "series_instance_uids": {kind: uids[kind] for kind in kinds},
+                "fused_series_instance_uid": uids["fused"], "color_series_instance_uid": uids["color"],
                 "study_instance_uid": str(mr_datasets[0].StudyInstanceUID),
                 "source_mr_series_instance_uid": str(pair.mr_series.SeriesInstanceUID),
                 "source_pt_series_instance_uid": str(pair.pt_series.SeriesInstanceUID),
                 "images_per_series": len(mr_datasets), "rescale_slope": float(RESCALE_SLOPE),
+                "pet_units": units.as_dict(),
+                "pet_display_window": {"lower": 0.0, "upper": round(window.upper, 6), "unit": window.unit},
                 "alignment": pair.registration,
                 "mr_from_pt_world_lps": np.asarray(pair.mr_from_pt_world).round(6).tolist()}

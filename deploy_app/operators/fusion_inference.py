@@ -17,7 +17,6 @@ import torch
 from monai.bundle import ConfigParser
 from monai.deploy.core import Operator, OperatorSpec
 from monai.deploy.operators.monai_bundle_inference_operator import DISALLOW_LOAD_SAVE, DISALLOW_SAVE, filter_compose
-from monai.transforms import Invertd
 
 from ..errors import FusionInputError
 from ..fusion_inputs import AlignedPair, FusionResult
@@ -88,10 +87,6 @@ class FusionInferenceOperator(Operator):
             raise FusionInputError(f"model file {model_file} has no pet_emphasis: export it from this bundle's "
                                    "checkpoint with 'python -m monai.bundle ckpt_export' (see bundle/docs/README.md)")
         self.network.pet_emphasis.fill_(self.pet_emphasis)
-        # The PET channel as the network saw it (on the MR's grid), mapped back to the MR's own voxels through the
-        # MR's trace of transforms, for the colour overlay.
-        self.invert_pet = Invertd(keys="pet_input", transform=self.preprocessing, orig_keys="mri",
-                                  nearest_interp=False, to_tensor=True)
         logger.info("model: %s (bundle %s) on %s, PET emphasis %.2f", model_file.name, self.bundle_dir, self.device,
                     self.pet_emphasis)
         super().__init__(fragment, *args, **kwargs)
@@ -113,19 +108,12 @@ class FusionInferenceOperator(Operator):
             pred = self.inferer(data["image"][None].to(self.device), self.network)[0].cpu()
         timings["network_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        preview = {"mri": data["image"][0].numpy().copy(), "pet": data["image"][1].numpy().copy(),
-                   "fused": pred[0].numpy().copy(),
-                   "spacing": np.linalg.norm(np.asarray(data["image"].affine, dtype=float)[:3, :3], axis=0)}
         data["pred"] = pred
-        data["pet_input"] = data["image"][1:2]
-        data = self.invert_pet(self.postprocessing(data))
+        data = self.postprocessing(data)
         timings["postprocess_s"] = time.perf_counter() - start
         fused = np.clip(data["pred"][0].numpy(), 0.0, 1.0).transpose(2, 1, 0)
-        pet_on_mr = np.clip(data["pet_input"][0].numpy(), 0.0, 1.0).transpose(2, 1, 0)
         if fused.shape != pair.mri.shape[::-1]:
             raise RuntimeError(f"fused image {fused.shape} is not on the MR grid {pair.mri.shape[::-1]}")
         logger.info("fused %s voxels in %.1f s", "x".join(map(str, fused.shape)), sum(timings.values()))
         return FusionResult(pair=pair, fused=np.ascontiguousarray(fused, dtype=np.float32),
-                            pet_on_mr=np.ascontiguousarray(pet_on_mr, dtype=np.float32),
-                            mr_affine_ras=np.asarray(pair.mri.affine, dtype=float), preview=preview,
-                            timings_s=timings)
+                            mr_affine_ras=np.asarray(pair.mri.affine, dtype=float), timings_s=timings)

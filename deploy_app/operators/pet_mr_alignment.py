@@ -16,6 +16,7 @@ from monai.deploy.core import Operator, OperatorSpec
 from ..errors import FusionInputError
 from .fused_series_writer import check_source_headers
 from ..fusion_inputs import AlignedPair
+from ..pet_units import pet_units
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,8 @@ class PetMrAlignmentOperator(Operator):
     def align(self, mr_image, mr_series, pt_image, pt_series) -> AlignedPair:
         check_same_patient(mr_series, pt_series)
         # Whatever in the MR's header could stop the writer stops the study here, before the inference.
-        check_source_headers([inst.get_native_sop_instance() for inst in mr_series.get_sop_instances()[:1]])
+        check_source_headers([inst.get_native_sop_instance() for inst in mr_series.get_sop_instances()[:1]],
+                             [inst.get_native_sop_instance() for inst in pt_series.get_sop_instances()[:1]])
         mr_dhw, pet_dhw = mr_image.asnumpy(), pt_image.asnumpy()
         mr_lps, pet_lps = lps_affine(mr_image), lps_affine(pt_image)
         same_frame = (first_dataset(mr_series).get("FrameOfReferenceUID")
@@ -178,7 +180,9 @@ class PetMrAlignmentOperator(Operator):
             if failed:
                 raise FusionInputError(f"registration of {where} failed ({'; '.join(failed)}): refusing to fuse "
                                        "misaligned images")
+        units = pet_units([inst.get_native_sop_instance() for inst in pt_series.get_sop_instances()])
+        logger.info("PET values: %s", units.note)
         return AlignedPair(mri=to_metatensor(mr_dhw, mr_lps, "MR series"),
                            pet=to_metatensor(pet_dhw, mr_from_pt @ pet_lps, "PT series"),
                            mr_series=mr_series, pt_series=pt_series, mr_from_pt_world=mr_from_pt,
-                           registration=registration)
+                           registration=registration, pet_units=units)

@@ -202,9 +202,9 @@ def write_mr_series(volume, affine_ras, folder: str, study: StudyContext, frame_
 
 def write_pet_series(volume, affine_ras, folder: str, study: StudyContext, frame_of_reference_uid: str,
                      series_number: int = 3, injected_dose_bq: float = 185e6, uptake_s: float = 2700.0,
-                     frame_duration_s: float = 600.0) -> list[str]:
+                     frame_duration_s: float = 600.0, patient_weight_kg: float = 70.0) -> list[str]:
     """Write an FDG-PET volume in Bq/ml (X, Y, Z float, RAS affine) as PET Image Storage, axial,
-    decay-corrected to the injection (DecayCorrection START), one file per slice, per-slice slope."""
+    decay-corrected to the series start (DecayCorrection START), one file per slice, per-slice slope."""
     series_uid = generate_uid()
     injection = study.when - dt.timedelta(seconds=uptake_s)
     decay_factor = 2.0 ** (uptake_s / F18_HALF_LIFE_S)
@@ -218,6 +218,7 @@ def write_pet_series(volume, affine_ras, folder: str, study: StudyContext, frame
         ds.ImageIndex = k + 1
         ds.ImageType = ["ORIGINAL", "PRIMARY"]
         ds.Units = "BQML"
+        ds.PatientWeight = f"{patient_weight_kg:g}"  # with the dose and times: SUVbw (QIBA)
         ds.CountsSource = "EMISSION"
         ds.SeriesType = ["STATIC", "IMAGE"]
         ds.NumberOfSlices = n

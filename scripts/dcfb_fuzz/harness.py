@@ -106,7 +106,7 @@ def run_case(reader: SeriesReader, series_dir: Path, base: Volume, mutation, rng
     try:
         for path in files:
             if path != target:
-                os.symlink(path, work / path.name)
+                os.symlink(path.resolve(), work / path.name)  # a relative study path would dangle
         try:
             data = mutation.apply(target.read_bytes(), rng, context)
         except Exception as err:  # noqa: BLE001 - a mutation that does not apply to this file is not a case
