@@ -133,6 +133,19 @@ def test_pet_emphasis_flag_and_variable_reach_the_network_and_the_outputs(tiny_s
     assert refused.returncode == 2 and "pet_emphasis" in refused.stderr and not (tmp_path / "out2").exists()
 
 
+def test_cpu_optimised_model_gives_the_plain_models_fusion(tiny_study, app_bundle, tmp_path):
+    """The default CPU path (TorchScript frozen and optimised for oneDNN) against DCFB_CPU_OPTIMIZE=0: the same
+    stored values (within one 12-bit step), and the summary says which ran."""
+    runs = {}
+    for name, env in (("optimised", {}), ("plain", {"DCFB_CPU_OPTIMIZE": "0"})):
+        proc = run_app(tiny_study, tmp_path / name, app_bundle, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runtime = json.loads((tmp_path / name / "fusion_summary.json").read_text())["runtime"]
+        assert runtime == {"device": "cpu", "cpu_optimized": name == "optimised"}
+        runs[name] = np.stack([ds.pixel_array for ds in series_files(tmp_path / name / "fused_dicom")]).astype(int)
+    assert np.abs(runs["optimised"] - runs["plain"]).max() <= 1
+
+
 def test_oblique_sagittal_mr_with_pet_in_another_frame_is_registered_and_fused(oblique_study, app_bundle, tmp_path):
     out = tmp_path / "out"
     proc = run_app(oblique_study, out, app_bundle, "--nifti")

@@ -196,6 +196,13 @@ def _shift_sideways(mm: float):
     return edit
 
 
+def _text_vr(keyword: str):
+    def edit(ds):
+        element = ds[keyword]  # the number kept, its VR text (CS): pydicom then hands the SDK a string
+        ds[keyword] = pydicom.DataElement(element.tag, "CS", str(element.value))
+    return edit
+
+
 def _modality_lut(ds):
     item = pydicom.Dataset()
     item.LUTDescriptor, item.ModalityLUTType = [256, 0, 16], "US"
@@ -208,6 +215,8 @@ INCONSISTENT = {
     "slice rotated 10 degrees in plane": ("MR", _rotate_in_plane(10), "oriented differently"),
     "slice rotated 90 degrees in plane": ("MR", _rotate_in_plane(90), "oriented differently"),
     "slice shifted 20 mm sideways": ("PT", _shift_sideways(20), "shifted 20.00 mm within the image plane"),
+    "PET slice shifted 1 mm sideways (under half its pixel)": ("PT", _shift_sideways(1), "shifted 1.00 mm within the image plane"),
+    "RescaleIntercept under a text VR": ("MR", _text_vr("RescaleIntercept"), "RescaleSlope or RescaleIntercept"),
     "doubled PixelSpacing on one file": ("MR", lambda ds: _set(PixelSpacing=[2 * float(v) for v in ds.PixelSpacing])(ds),
                                          "another PixelSpacing"),
     "RescaleSlope 1e30": ("PT", _set(RescaleSlope="1e30"), "times the series' typical slice maximum"),

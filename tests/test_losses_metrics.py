@@ -21,6 +21,16 @@ def test_separable_ssim_equals_monai_ssim_loss(dims):
     assert abs(float(ours) - float(reference)) < 1e-5
 
 
+def test_one_channel_prediction_shares_its_moments_across_sources():
+    """SSIM of one fused image against two sources, its moments filtered once, equals SSIM of the image repeated."""
+    torch.manual_seed(0)
+    pred, target = torch.rand(2, 1, 20, 18, 16), torch.rand(2, 2, 20, 18, 16)
+    loss = SeparableSSIMLoss(spatial_dims=3)
+    assert torch.allclose(loss(pred, target), loss(pred.expand(-1, 2, -1, -1, -1), target), atol=1e-6)
+    with pytest.raises(ValueError, match="channels"):
+        loss(torch.rand(2, 3, 20, 18, 16), target)
+
+
 def test_fusion_loss_is_zero_for_identical_sources_and_weights_sources():
     torch.manual_seed(0)
     mri = torch.rand(1, 1, 16, 16, 16)

@@ -177,3 +177,30 @@ def test_channel_norm_is_per_voxel_and_the_network_takes_it():
     y = torch.rand(1, 2, 16, 16, 16)
     with torch.no_grad():
         assert (torch.jit.script(net)(y) - net(y)).abs().max() < 1e-5
+
+
+def test_the_bundles_inference_leaves_no_seam_on_a_volume_larger_than_a_window():
+    """The bundle's configured network and inferer (``configs/inference.json``, seeded weights) on a head larger
+    than one inference window: in the background and in the head, the fused image equals one pass of the network
+    over the whole volume, which has no window borders, within the fused series' stored step. Windows each
+    normalised on their own statistics (instance normalisation) leave steps of their own level, and windows cut
+    off from the context beyond their borders leave edges: either fails this test."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(os.path.join(os.path.dirname(os.path.dirname(__file__)), "bundle", "configs", "inference.json"))
+    roi = [int(v) for v in parser["roi_size"]]
+    torch.manual_seed(0)
+    net = parser.get_parsed_content("network_def").eval()
+    inferer = parser.get_parsed_content("inferer")
+    shape = [r + 32 for r in roi]  # each axis longer than one window
+    x = torch.zeros(1, 2, *shape)
+    head = (slice(None), slice(None), *(slice(24, s - 24) for s in shape))
+    x[head] = torch.rand(1, 2, *[s - 48 for s in shape]) * 0.5 + 0.3
+    with torch.no_grad():
+        difference = (inferer(x, net) - net(x)).abs()[0, 0]
+    in_head = torch.zeros_like(difference, dtype=torch.bool)
+    in_head[head[2:]] = True
+    step = 1 / 4095
+    assert difference[~in_head].max() < step, f"steps in the background: {float(difference[~in_head].max()):.4f}"
+    assert difference[in_head].max() < step, f"steps in the head: {float(difference[in_head].max()):.4f}"

@@ -214,6 +214,7 @@ class FusedSeriesWriterOperator(Operator):
         self.write_nifti, self.write_preview = write_nifti, write_preview
         self.model_description = model_description
         self.pet_emphasis = pet_emphasis
+        self.runtime: dict = {}
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec):
@@ -294,7 +295,7 @@ class FusedSeriesWriterOperator(Operator):
             write_preview_png(preview, window, stage / OUTPUT_NAMES["preview"])
             written.append(OUTPUT_NAMES["preview"])
         return {"app": APP_NAME, "version": APP_VERSION, "model": self.model_description,
-                "pet_emphasis": self.pet_emphasis,
+                "pet_emphasis": self.pet_emphasis, "runtime": self.runtime,
                 "written": written + [OUTPUT_NAMES["summary"]],
                 "series_instance_uids": {kind: uids[kind] for kind in kinds},
                 "fused_series_instance_uid": uids["fused"], "color_series_instance_uid": uids["color"],

@@ -19,6 +19,9 @@ logger = logging.getLogger(__name__)
 # Neighbouring slice positions may differ by this fraction of the median spacing before the series is called
 # gapped: scanners write positions with 6 or so significant digits.
 SPACING_TOLERANCE = 0.01
+# A slice may be offset within its plane from the series' first by at most this share of a pixel: scanners write
+# positions to a thousandth of a millimetre, and the SDK places every slice by the first one's in-plane origin.
+IN_PLANE_TOLERANCE_PIXELS = 0.05
 # A slice whose largest value is this many times the typical slice maximum of its series is a broken header.
 MAX_SLICE_OVER_TYPICAL = 100
 
@@ -129,7 +132,10 @@ def _scalar(ds, keyword: str, default: float) -> float | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            value = float(ds[keyword].value)
+            raw = ds[keyword].value
+            if isinstance(raw, str):  # a number under a text VR (CS, UI...): pydicom hands it to the SDK as text
+                return None
+            value = float(raw)
     except (TypeError, ValueError, OverflowError):
         return None
     return value if np.isfinite(value) else None
@@ -197,7 +203,7 @@ def check_series_consistency(series, label: str) -> None:
     offsets = positions - positions[0]
     in_plane = offsets - np.outer(offsets @ normal, normal)
     shift = np.linalg.norm(in_plane, axis=1)
-    if shift.max() > 0.5 * float(spacing.min()):
+    if shift.max() > IN_PLANE_TOLERANCE_PIXELS * float(spacing.min()):
         k = int(np.argmax(shift))
         refuse(datasets[k], f"is shifted {shift[k]:.2f} mm within the image plane from the series' first image")
 
