@@ -88,6 +88,10 @@ def check_fused_series_geometry(out: Path, study: str) -> list[pydicom.Dataset]:
     assert pt_referenced > len(fused) // 2  # the PET covers the brain, so most MR slices meet PT images
     colour = series_files(out / "fusion_color_dicom")
     assert len(colour) == len(fused) and colour[0].PhotometricInterpretation == "RGB"
+    # the colour bar to the right of each image: the 'hot' map from white (top) to black (bottom)
+    assert colour[0].Rows == fused[0].Rows and colour[0].Columns > fused[0].Columns + 6
+    bar = colour[0].pixel_array[:, fused[0].Columns + 4].astype(int).sum(axis=1)
+    assert bar[0] > 700 and bar[-1] < 30 and np.all(np.diff(bar) <= 3)
     assert colour[0].StudyInstanceUID == fused[0].StudyInstanceUID
     for path in [*sorted((out / "fused_dicom").iterdir()), *sorted((out / "fusion_color_dicom").iterdir())]:
         assert dciodvfy_errors(str(path)) == [], path

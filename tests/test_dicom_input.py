@@ -364,3 +364,21 @@ def test_multiframe_enhanced_mr_and_pet_are_read_as_their_frames(tiny_study, app
     multiframe_uids = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in study.rglob("*.dcm")}
     assert sources <= multiframe_uids and all("ReferencedFrameNumber" in item for item in first.SourceImageSequence)
     assert dciodvfy_errors(str(sorted((out / "fused_dicom").glob("*.dcm"))[0])) == []
+
+
+def test_registration_takes_finite_inputs_only_and_stops_at_its_time_limit():
+    from deploy_app.errors import FusionInputError
+    from deploy_app.operators.pet_mr_alignment import register_pet_to_mr
+
+    rng = np.random.default_rng(0)
+    volume = np.zeros((24, 28, 26), np.float32)
+    volume[4:20, 5:23, 4:22] = 1.0 + rng.random((16, 18, 18), dtype=np.float32)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    with pytest.raises(FusionInputError, match="did not finish within 0 s"):
+        register_pet_to_mr(volume, affine, volume, affine, time_limit_s=0.0)
+    broken = volume.copy()
+    broken[10, 10, 10] = np.nan
+    with pytest.raises(FusionInputError, match="PET voxels hold values that are not finite"):
+        register_pet_to_mr(volume, affine, broken, affine)
+    matrix, info = register_pet_to_mr(volume, affine, volume, affine)  # the same image: found where it is
+    assert np.abs(matrix - np.eye(4)).max() < 0.5 and info["rotation_deg"] < 2

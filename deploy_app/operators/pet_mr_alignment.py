@@ -31,6 +31,9 @@ MIN_FIELD_OF_VIEW_OVERLAP = 0.5
 MIN_HEAD_OVERLAP_AFTER_REGISTRATION = 0.7
 MAX_ROTATION_DEG = 30.0
 REGISTRATION_FINEST_MM = 2.0
+# A registration still iterating after this long has lost its way (a brain pair takes seconds): it is stopped and
+# the study refused rather than left running.
+REGISTRATION_TIME_LIMIT_S = 120.0
 
 
 def first_dataset(series):
@@ -78,11 +81,17 @@ def head_overlap(pet_dhw, pet_lps_in_mr_world, mr_dhw, mr_lps, max_points: int =
     return float(inside.mean()), float(on_head.mean())
 
 
-def register_pet_to_mr(mr_dhw, mr_lps, pet_dhw, pet_lps) -> tuple[np.ndarray, dict]:
+def register_pet_to_mr(mr_dhw, mr_lps, pet_dhw, pet_lps,
+                       time_limit_s: float = REGISTRATION_TIME_LIMIT_S) -> tuple[np.ndarray, dict]:
     """Rigid registration of the PET to the MR by Mattes mutual information (SimpleITK, multi-resolution).
 
-    Returns the 4x4 LPS matrix mapping PET patient coordinates to the MR's, and what it measured.
+    Returns the 4x4 LPS matrix mapping PET patient coordinates to the MR's, and what it measured. Refuses
+    (``FusionInputError``) inputs that are not finite and a registration that runs past ``time_limit_s``.
     """
+    for name, array in (("MR voxels", mr_dhw), ("MR geometry", mr_lps), ("PET voxels", pet_dhw),
+                        ("PET geometry", pet_lps)):
+        if not np.all(np.isfinite(array)):
+            raise FusionInputError(f"registration refused: the {name} hold values that are not finite numbers")
     fixed, moving = to_sitk(mr_dhw, mr_lps), to_sitk(pet_dhw, pet_lps)
     initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
                                                 sitk.CenteredTransformInitializerFilter.MOMENTS)
@@ -102,7 +111,18 @@ def register_pet_to_mr(mr_dhw, mr_lps, pet_dhw, pet_lps) -> tuple[np.ndarray, di
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     method.SetInitialTransform(initial, inPlace=False)
     metric_before = method.MetricEvaluate(fixed, moving)
+    start, overran = time.perf_counter(), []
+
+    def stop_when_overrun():
+        if time.perf_counter() - start > time_limit_s and not overran:
+            overran.append(True)
+            method.StopRegistration()
+
+    method.AddCommand(sitk.sitkIterationEvent, stop_when_overrun)
     found = sitk.CompositeTransform(method.Execute(fixed, moving)).GetNthTransform(0)
+    if overran:
+        raise FusionInputError(f"registration of the PET to the MR did not finish within {time_limit_s:.0f} s: "
+                               "refusing to fuse images whose alignment is unknown")
     method.SetInitialTransform(found, inPlace=False)
     metric_after = method.MetricEvaluate(fixed, moving)
     euler = sitk.Euler3DTransform(found)
