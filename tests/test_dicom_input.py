@@ -333,10 +333,16 @@ def test_preview_png_is_written_with_a_colour_bar_in_the_pet_unit(tmp_path):
     assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_multiframe_enhanced_mr_and_pet_are_read_as_their_frames(tiny_study, app_bundle, reference_fusion, tmp_path):
-    """Legacy Converted Enhanced MR and PET (highdicom, from the study's own slices): one file per series, the
+@pytest.mark.parametrize("sop_classes", ["legacy converted", "enhanced"])
+def test_multiframe_enhanced_mr_and_pet_are_read_as_their_frames(sop_classes, tiny_study, app_bundle, reference_fusion,
+                                                                 tmp_path):
+    """Legacy Converted Enhanced MR and PET (highdicom, from the study's own slices), and the same frames under the
+    Enhanced MR and Enhanced PET SOP classes (highdicom has no constructor for those IODs: the functional-group
+    structure the app reads is the same, the other Enhanced modules are not built): one file per series, the
     frames stored in shuffled order and the MR split over two files; the fusion equals the single-frame study's."""
     import highdicom as hd
+
+    enhanced = {"MR": pydicom.uid.EnhancedMRImageStorage, "PT": pydicom.uid.EnhancedPETImageStorage}
 
     study = tmp_path / "study"
     rng = np.random.default_rng(3)
@@ -353,6 +359,8 @@ def test_multiframe_enhanced_mr_and_pet_are_read_as_their_frames(tiny_study, app
                             series_number=slices[0].SeriesNumber, sop_instance_uid=pydicom.uid.generate_uid(),
                             instance_number=k + 1)
             image.SeriesDescription = slices[0].SeriesDescription
+            if sop_classes == "enhanced":
+                image.SOPClassUID = image.file_meta.MediaStorageSOPClassUID = enhanced[label]
             image.save_as(study / label / f"{label}_multiframe_{k + 1}.dcm")
     out = tmp_path / "out"
     proc = run_app(study, out, app_bundle)
