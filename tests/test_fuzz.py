@@ -11,9 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
-
-import pytest
 
 from conftest import ROOT, SCRIPTS
 

@@ -9,7 +9,6 @@ import warnings
 from pathlib import Path
 
 from pydicom import dcmread
-from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 

@@ -15,7 +15,6 @@ outcome is compared with the unmutated series' volume:
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
