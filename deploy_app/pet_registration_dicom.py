@@ -22,6 +22,7 @@ from .pet_units import PetUnits
 from .source_header import (
     APP_NAME,
     APP_VERSION,
+    IMAGE_PLANE,
     PATIENT_STUDY,
     carried_attributes,
     file_meta_for,
@@ -43,8 +44,6 @@ RADIOPHARMACEUTICAL = (("Radiopharmaceutical", 3), ("RadiopharmaceuticalRoute", 
                        ("RadionuclideTotalDose", 3), ("RadionuclideHalfLife", 3),
                        ("RadionuclidePositronFraction", 3))
 CODE_SEQUENCES_IN_ISOTOPE = ("RadionuclideCodeSequence", "RadiopharmaceuticalCodeSequence")
-PLANE = (("ImagePositionPatient", 1), ("ImageOrientationPatient", 1), ("PixelSpacing", 1), ("SliceThickness", 2),
-         ("SliceLocation", 3))
 MAX_STORED = 65535
 
 
@@ -83,7 +82,7 @@ def registered_pet_slice(mr_slice: Dataset, pt_first: Dataset, values: np.ndarra
     """One slice of the PET on the MR's grid as a PET Image: the MR slice's geometry, patient, study and Frame of
     Reference; the PET's acquisition facts; ``values`` [rows, columns] in ``units.output_units_code`` (negative
     values, which resampling does not make from a non-negative PET, are written as 0)."""
-    ds = carried_attributes(mr_slice, PATIENT_STUDY + PLANE)
+    ds = carried_attributes(mr_slice, PATIENT_STUDY + IMAGE_PLANE)
     pet = carried_attributes(pt_first, PET_SERIES)
     for element in pet:
         ds[element.tag] = element

@@ -44,6 +44,9 @@ MR_ACQUISITION = (("ScanningSequence", 1), ("SequenceVariant", 1), ("ScanOptions
                   ("SequenceName", 3), ("MagneticFieldStrength", 3), ("ImagedNucleus", 3), ("PatientPosition", 2),
                   ("BodyPartExamined", 3))
 MR_TYPE1_FALLBACK = {"ScanningSequence": "RM", "SequenceVariant": "NONE"}
+# Per-image geometry of a slice: the Image Plane module (Type 1, SliceThickness 2, SliceLocation 3).
+IMAGE_PLANE = (("ImagePositionPatient", 1), ("ImageOrientationPatient", 1), ("PixelSpacing", 1),
+               ("SliceThickness", 2), ("SliceLocation", 3))
 ACQUISITION_EQUIPMENT = (("Manufacturer", 3), ("ManufacturerModelName", 3), ("DeviceSerialNumber", 3),
                          ("SoftwareVersions", 3), ("InstitutionName", 3), ("StationName", 3))
 # Enumerated values (PS3.3): a value outside these is not carried.

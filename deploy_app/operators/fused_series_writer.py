@@ -32,6 +32,7 @@ from ..pictures import PetWindow, colour_bar_strip, pet_overlay_rgb, ras_preview
 from ..source_header import (
     ACQUISITION_EQUIPMENT,
     APP_NAME,
+    IMAGE_PLANE,
     APP_VERSION,
     MR_ACQUISITION,
     PATIENT_STUDY,
@@ -93,11 +94,6 @@ def pet_sources_per_mr_slice(mr_datasets, pt_datasets, mr_from_pt_world) -> list
     return result
 
 
-# Per-image geometry from the MR slice: the Image Plane module (Type 1, SliceThickness 2, SliceLocation 3).
-PLANE_ATTRIBUTES = (("ImagePositionPatient", 1), ("ImageOrientationPatient", 1), ("PixelSpacing", 1),
-                    ("SliceThickness", 2), ("SliceLocation", 3))
-
-
 def derived_mr_slice(source: Dataset, pixels: np.ndarray, series_uid: str, series_number: int, instance: int,
                      description: str, sources: list[Dataset], now: dt.datetime) -> Dataset:
     """One fused slice as an MR image derived from the MR slice ``source``: same patient, study, Frame of
@@ -105,7 +101,7 @@ def derived_mr_slice(source: Dataset, pixels: np.ndarray, series_uid: str, serie
 
     Built from what the MR Image IOD requires, not copied from the source: only valid source values are carried
     (``source_header.carried_attributes``), so the source's header errors do not reach the fused series."""
-    ds = carried_attributes(source, PATIENT_STUDY + MR_ACQUISITION + PLANE_ATTRIBUTES)
+    ds = carried_attributes(source, PATIENT_STUDY + MR_ACQUISITION + IMAGE_PLANE)
     if "InversionTime" in ds and "IR" not in list(ds.get("ScanningSequence", [])):
         del ds.InversionTime  # Type 2C: present only for inversion recovery
     if "BodyPartExamined" not in ds:
