@@ -3,7 +3,9 @@
 # steps, learning rate and schedule), JOBS at a time on one thread each, and export each checkpoint to
 # TorchScript for scripts/fusion_eval.py compare. Each run leaves OUT/<name>/{model.pt,model.ts,train.log,seconds}.
 #   EPOCHS=6 LR=0.0002 JOBS=2 VAL_INTERVAL=2 SEED=123 OUT=runs/comparison DATA=data/cohort scripts/train_comparison.sh [name ...]
-# names: dcfb_3d dcfb_2d dcfb_2d_3d_loss no_cross_attention zero_offsets shared_encoder (default: all six).
+# names: dcfb_3d dcfb_2d dcfb_2d_3d_loss no_cross_attention zero_offsets shared_encoder (default: these six), and
+# instance_norm / channel_norm (the released network normalises nothing; these put instance or per-voxel channel
+# normalisation back, for the comparison in docs/report.md).
 # dcfb_2d trains on batches of axial slices with the 2D form of the loss (train_2d.json); dcfb_2d_3d_loss runs
 # the same 2D network on every axial slice of the 3D model's patches, with the 3D model's loss
 # (train_2d_3d_loss.json), and exports as a 3D-in, 3D-out module.
@@ -29,6 +31,8 @@ train_one() {
         no_cross_attention) overrides=(--network_def#cross_attention False) ;;
         zero_offsets) overrides=(--network_def#max_offset 0.0) ;;
         shared_encoder) overrides=(--network_def#shared_encoder True) ;;
+        instance_norm) overrides=(--network_def#norm INSTANCE) ;;
+        channel_norm) overrides=(--network_def#norm CHANNEL) ;;
         *) echo "train_comparison: unknown run '$name'" >&2; return 2 ;;
     esac
     local dir=$OUT/$name start extra=()

@@ -47,7 +47,7 @@ def trained_bundle(bundle_copy, tiny_cohort):
 
 def test_inference_writes_fused_volume_in_mri_space(trained_bundle, tiny_cohort, tmp_path):
     wf = _workflow(trained_bundle, ["inference.json"], "infer", dataset_dir=tiny_cohort, bundle_root=trained_bundle,
-                   output_dir=str(tmp_path), roi_size=[32, 32, 32])
+                   output_dir=str(tmp_path))
     wf.initialize()
     assert not wf.check_properties()
     wf.run()
@@ -161,7 +161,7 @@ def test_inference_inverts_to_a_non_ras_mri_grid(trained_bundle, tiny_cohort, tm
     testing = [{"id": c, "mri": f"{c}/mri.nii.gz", "pet": f"{c}/pet.nii.gz"} for c in ("ras", "flipped")]
     (data / "datalist.json").write_text(json.dumps({"training": [], "validation": [], "testing": testing}))
     wf = _workflow(trained_bundle, ["inference.json"], "infer", dataset_dir=str(data), bundle_root=trained_bundle,
-                   output_dir=str(tmp_path / "eval"), roi_size=[32, 32, 32])
+                   output_dir=str(tmp_path / "eval"))
     wf.initialize()
     wf.run()
     wf.finalize()

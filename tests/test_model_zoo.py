@@ -166,7 +166,7 @@ def test_weights_list_zip_download_and_inference_into_output_dir(tiny_cohort, tm
     out = tmp_path / "fused"
     run = subprocess.run(
         [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
-         "--dataset_dir", str(elsewhere), "--output_dir", str(out), "--roi_size", "[32,32,32]"],
+         "--dataset_dir", str(elsewhere), "--output_dir", str(out)],
         cwd=bundle, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(bundle)},
     )
     assert run.returncode == 0, run.stderr[-3000:]

@@ -232,8 +232,10 @@ class DCFBNet(nn.Module):
         shared_encoder: one encoder for both modalities (ablation).
         cross_attention: False keeps the blend but drops the attention (ablation).
         detail_channels: channels of the full-resolution detail path (at least 1).
-        norm: the feature normalisation, a MONAI norm name: ``"INSTANCE"`` (statistics of the input it is given) or
-            ``"CHANNEL"`` (``ChannelNorm``, per voxel: the same statistics on a patch and on the whole volume).
+        norm: the feature normalisation, a MONAI norm name: ``"INSTANCE"`` (statistics of the input it is given),
+            ``"CHANNEL"`` (``ChannelNorm``, per voxel: the same statistics on a patch and on the whole volume) or
+            ``"NONE"`` (no normalisation: the inputs are already scaled per volume, so the output at a voxel does not
+            depend on the window around it beyond the receptive field).
         pet_emphasis: the lambda used when ``forward`` is not given one (0 favours the MRI, 1 the PET);
             a buffer, so it can be changed on a loaded TorchScript model
             (``model.pet_emphasis.fill_(0.7)``), and not part of the checkpoint.
@@ -254,7 +256,7 @@ class DCFBNet(nn.Module):
         cross_attention: bool = True,
         detail_channels: int = 8,
         pet_emphasis: float = 0.5,
-        norm: str = "INSTANCE",
+        norm: str | None = "INSTANCE",
     ) -> None:
         super().__init__()
         for name, flag in (("shared_encoder", shared_encoder), ("cross_attention", cross_attention)):
@@ -266,6 +268,8 @@ class DCFBNet(nn.Module):
             raise ValueError(f"detail_channels must be at least 1, got {detail_channels!r}")
         if not 0.0 <= float(pet_emphasis) <= 1.0:
             raise ValueError(f"pet_emphasis must be in [0, 1], got {pet_emphasis!r}")
+        # MONAI's Convolution takes None for "no normalisation"; a config or command line can only say "NONE"
+        norm = None if norm is None or str(norm).upper() == "NONE" else norm
         features = tuple(int(f) for f in features)
         if len(features) < 2:
             raise ValueError(f"features needs at least two levels, got {features}")
@@ -314,6 +318,7 @@ class DCFBNet(nn.Module):
         self.detail_out = conv(detail_channels, 1, kernel_size=3, padding=1)
         nn.init.zeros_(self.detail_out.weight)
         nn.init.zeros_(self.detail_out.bias)
+        self.detail_slab = 32  # voxels of the last axis per step of the detail path at inference (see forward)
         self.upsample_mode = "trilinear" if spatial_dims == 3 else "bilinear"
 
     def forward(self, image: torch.Tensor, pet_emphasis: torch.Tensor | None = None) -> torch.Tensor:
@@ -335,5 +340,22 @@ class DCFBNet(nn.Module):
             x = film(decoder(torch.cat([x, skip], dim=1)), emphasis)
         coefficients = F.interpolate(self.head(x), size=image.shape[2:], mode=self.upsample_mode, align_corners=False)
         base = coefficients[:, 0:1] * mri + coefficients[:, 1:2] * pet + coefficients[:, 2:3]
-        hidden = F.leaky_relu(self.detail_film(self.detail_in(torch.cat([mri, pet, base], dim=1)), emphasis), 0.01)
-        return torch.clamp(base + self.detail_out(hidden), 0.0, 1.0)
+        sources = torch.cat([mri, pet, base], dim=1)
+        depth = image.shape[-1]
+        if self.training or depth <= self.detail_slab:
+            return torch.clamp(base + self._detail(sources, emphasis), 0.0, 1.0)
+        # at inference, the full-resolution detail path (8 channels: most of a whole volume's memory) runs over
+        # slabs of the last axis, each with the 2 voxels of context its two 3x3 convolutions reach: the same output
+        # with a fraction of the memory
+        slabs: list[torch.Tensor] = []
+        for start in range(0, depth, self.detail_slab):
+            stop = min(start + self.detail_slab, depth)
+            low, high = max(start - 2, 0), min(stop + 2, depth)
+            detail = self._detail(sources[..., low:high], emphasis)
+            slabs.append(detail[..., start - low : stop - low])
+        return torch.clamp(base + torch.cat(slabs, dim=-1), 0.0, 1.0)
+
+    def _detail(self, sources: torch.Tensor, emphasis: torch.Tensor) -> torch.Tensor:
+        """The full-resolution detail path: [B, 3, *S] (MRI, PET, base) -> residual [B, 1, *S]."""
+        hidden = F.leaky_relu(self.detail_film(self.detail_in(sources), emphasis), 0.01)
+        return self.detail_out(hidden)

@@ -63,10 +63,13 @@ def optimize_for_cpu(network: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
     to ten times slower here than oneDNN's kernel for the same convolution; the optimised graph uses oneDNN for
     all of them. Same arithmetic in fp32: the output differs from the plain model's by about 1e-7, far below
     the fused series' 12-bit rescale step (tests compare the app with the bundle's eager inference). Freezing
-    bakes in the PET emphasis, so it is set before. Turned off by ``DCFB_CPU_OPTIMIZE=0``."""
+    bakes in the PET emphasis, so it is set before. Off by default since bundle 0.5 (one pass over the whole
+    volume): there the optimised graph was slower (3D forward on the 1 mm brain grid 4.15 s against 3.61 s, the app on
+    the sample study 14.3 s against 13.6 s; ``scripts/benchmark.py``, ``scripts/benchmark_app.py``); it wins on small
+    inputs (96^3: 0.16 s against 0.24 s). Turned on by ``DCFB_CPU_OPTIMIZE=1``."""
     frozen = torch.jit.optimize_for_inference(torch.jit.freeze(network.eval()))
     logger.info("CPU inference: TorchScript model frozen and optimised for oneDNN convolutions "
-                "(DCFB_CPU_OPTIMIZE=0 turns this off)")
+                "(DCFB_CPU_OPTIMIZE=1)")
     return frozen
 
 
@@ -81,7 +84,7 @@ class FusionInferenceOperator(Operator):
     """
 
     def __init__(self, fragment, *args, model_path: Path, pet_emphasis: float | None = None,
-                 optimize_cpu: bool = True, **kwargs):
+                 optimize_cpu: bool = False, **kwargs):
         self.bundle_dir = find_bundle(model_path)
         self.device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
         model_file = Path(model_path) if Path(model_path).is_file() else self.bundle_dir / "models" / "model.ts"

@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.bundle import ConfigParser
-from monai.inferers import SliceInferer
+from monai.inferers import SliceInferer, SlidingWindowInferer
 from monai.transforms import Invertd
 
 from .classical_fusion import CLASSICAL_METHODS
@@ -34,20 +34,21 @@ class BundlePipeline:
     """The bundle's inference preprocessing, inferer and inversion, read from its configs (not restated)."""
 
     def __init__(self, bundle_dir: str, windows: int = 0):
-        """``windows`` > 0: infer over overlapping windows of that size instead of the whole volume in one pass
-        (to compare the two; the bundle's inferer decides otherwise)."""
+        """``windows`` > 0: infer 3D models over MONAI's overlapping (Gaussian-blended) windows of that size, as
+        bundle 0.4 did for its instance-normalised network, instead of the bundle's inferer (one pass, or tiles with
+        a context margin); it is also the in-plane window of 2D models (96 when 0)."""
         self.bundle_dir = os.path.abspath(bundle_dir)
         if self.bundle_dir not in sys.path:
             sys.path.insert(0, self.bundle_dir)
         parser = ConfigParser()
         parser.read_config(os.path.join(self.bundle_dir, "configs", "inference.json"))
         parser["bundle_root"] = self.bundle_dir
-        if windows:
-            parser["max_voxels_one_pass"] = 1
-            parser["roi_size"] = [int(windows)] * 3
         self.preprocessing = parser.get_parsed_content("preprocessing")
         self.inferer = parser.get_parsed_content("inferer")
         self.inferer.progress = False
+        self.window = int(windows) or 96
+        if windows:
+            self.inferer = SlidingWindowInferer(roi_size=[self.window] * 3, overlap=0.5, mode="gaussian")
         self.invert = Invertd(keys=["pred", "mri_in", "pet_in"], transform=self.preprocessing, orig_keys="mri",
                               nearest_interp=False, to_tensor=True)
         from scripts import metrics
@@ -89,7 +90,7 @@ class BundlePipeline:
                 raise ValueError(f"{path}: the model has no pet_emphasis (it was not trained with the conditioning)")
             network.pet_emphasis.fill_(float(pet_emphasis))
         inferer = self.inferer if spatial_dims == 3 else SliceInferer(
-            spatial_dim=2, roi_size=self.inferer.roi_size[:2], sw_batch_size=16, overlap=0.25, mode="gaussian")
+            spatial_dim=2, roi_size=[self.window] * 2, sw_batch_size=16, overlap=0.25, mode="gaussian")
 
         def fuse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode():

@@ -35,7 +35,7 @@ TEST_CASE_1 = [  # train, evaluate
     }
 ]
 
-TEST_CASE_2 = [{"handlers#0#_disabled_": True, "roi_size": [32, 32, 32]}]  # inference, untrained weights
+TEST_CASE_2 = [{"handlers#0#_disabled_": True}]  # inference, untrained weights
 
 
 def check_workflow(workflow: ConfigWorkflow, check_properties: bool = False):
