@@ -11,6 +11,7 @@ Subcommands (each module's docstring says more):
     optimum    what F a loss asks for: F optimised directly under the paper's or the bundle's loss
     tradeoff   points of loss-weight sweeps as curves of one metric against another
     report     the markdown report with tables and pictures from a compare run
+    views      tri-planar pictures of a normal and an Alzheimer-like case for given models (e.g. three lambdas)
     seeds      groups of models trained with several seeds (from a fronts run): mean and spread over the seeds
 
 A bad argument or input is one line on stderr naming it, and exit status 2.
@@ -29,7 +30,7 @@ from dcfb_eval import blends, breakdown, compare, fronts, gap, optimum, report, 
 
 COMMANDS = {"compare": compare.main, "fronts": fronts.main, "gap": gap.main, "blends": blends.main,
             "breakdown": breakdown.main, "optimum": optimum.main, "tradeoff": tradeoff.main, "report": report.main,
-            "seeds": seeds.main}
+            "views": report.views, "seeds": seeds.main}
 
 
 def main() -> int:

@@ -220,6 +220,11 @@ def test_source_breakdown_places_the_average_at_the_balance(tiny_cohort):
     assert maximum["off_blend"] > 0.01
     for row in rows.values():
         assert all(0 <= row[c] <= 1 for c in ("ssim_mri", "ssim_pet")) and row["vif_mri"] > 0 and row["vif_pet"] > 0
+    share = run_script("fusion_eval.py", "breakdown", "--dataset_dir", tiny_cohort, "--split", "testing",
+                       "--baselines", "average", "--measures", "share").stdout
+    assert "| method | mri_share | mri_share_sd | off_blend |" in share and "| average | 0.5000 | 0.0000 |" in share, share
+    bad = run_script("fusion_eval.py", "breakdown", "--dataset_dir", tiny_cohort, "--measures", "vif", check=False)
+    assert bad.returncode == 2 and "--measures" in bad.stderr
     bad = run_script("fusion_eval.py", "breakdown", "--dataset_dir", tiny_cohort, "--models", "x=/nonexistent.ts", check=False)
     assert bad.returncode == 2 and "/nonexistent.ts" in bad.stderr
     bad = run_script("fusion_eval.py", "breakdown", "--dataset_dir", tiny_cohort, check=False)

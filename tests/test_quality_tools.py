@@ -48,6 +48,25 @@ def test_gap_and_fronts_scripts_on_a_tiny_split(tiny_cohort, app_bundle, tmp_pat
     assert bad.returncode == 2 and "--emphases" in bad.stderr
 
 
+def test_views_draw_one_network_at_several_emphases(tiny_cohort, app_bundle, tmp_path):
+    from PIL import Image
+
+    model = os.path.join(app_bundle, "models", "model.ts")
+    proc = run_script("fusion_eval.py", "views", "--dataset_dir", tiny_cohort, "--bundle_dir", app_bundle,
+                      "--split", "training", "--models", f"net@0.2={model},net@0.8={model}", "--overlay", "net@0.8",
+                      "--suffix", "_x", "--output_dir", str(tmp_path / "views"))
+    written = sorted(p.name for p in (tmp_path / "views").iterdir())
+    assert written and all(n.startswith("triplanar_") and n.endswith("_x.png") for n in written), written
+    printed = [line for line in proc.stdout.splitlines() if line.endswith(".png")]
+    assert sorted(os.path.basename(p) for p in printed) == written and all(os.path.isfile(p) for p in printed)
+    # sources, the two emphases and the overlay: four columns side by side
+    width, height = Image.open(tmp_path / "views" / written[0]).size
+    assert width > 1.5 * height
+    missing = run_script("fusion_eval.py", "views", "--dataset_dir", tiny_cohort, "--bundle_dir", app_bundle,
+                         "--models", "net=/nonexistent.ts", "--output_dir", str(tmp_path / "y"), check=False)
+    assert missing.returncode == 2 and "/nonexistent.ts" in missing.stderr
+
+
 def test_seeds_groups_models_and_reports_mean_spread_and_difference(tmp_path):
     def method(ssim, r):
         return {"n": 2, "ssim": {"mean": ssim, "std": 0.0}, "regional_corr": {"mean": r, "std": 0.0}}

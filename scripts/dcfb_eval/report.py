@@ -4,7 +4,11 @@
         --models dcfb_3d=bundle/models/model.ts --train_log runs/release/train.log --output_dir bundle/docs
 
 Writes ``report.md`` and ``images/`` (metric chart, tri-planar views of a normal and an Alzheimer-like
-test subject for every method with a PET colour overlay, training curve when a log is given).
+test subject for every method with a PET colour overlay, training curve when a log is given). ``views`` writes
+only the tri-planar pictures, e.g. of one network at three PET emphases:
+
+    .venv/bin/python scripts/fusion_eval.py views --dataset_dir data/cohort --output_dir bundle/docs/images \
+        --models "dcfb_3d@0.5=bundle/models/model.ts,dcfb_3d@0.3=bundle/models/model.ts" --suffix _lambda
 """
 
 from __future__ import annotations
@@ -137,6 +141,45 @@ def triplanar(volumes: dict, pet: np.ndarray, title: str, out_png: str, overlay:
     plt.close(fig)
 
 
+def triplanar_views(pipeline: BundlePipeline, methods: dict, dataset_dir: str, split: str, images: str,
+                    overlay: str | None = None, suffix: str = "") -> list[tuple[str, str, str]]:
+    """Tri-planar pictures ``images/triplanar_<pattern><suffix>.png`` of the first normal and the first
+    Alzheimer-like case of ``split``: the sources and every method's fusion on the network's grid, and the PET in
+    colour over ``overlay``. Returns (pattern, file name, case id) per picture written."""
+    from scripts.data import load_fusion_datalist
+
+    items = load_fusion_datalist(os.path.join(dataset_dir, "datalist.json"), split, dataset_dir)
+    written = []
+    for pattern in ("normal", "alzheimer"):
+        item = next((i for i in items if i.get("pattern") == pattern), None)
+        if item is None:
+            continue
+        image = pipeline.preprocessing({"mri": item["mri"], "pet": item["pet"]})["image"]
+        a, b = image[0].as_tensor(), image[1].as_tensor()
+        volumes = {"MRI": a.numpy(), "PET": b.numpy()}
+        volumes.update({name: method(a, b).clamp(0, 1).numpy() for name, method in methods.items()})
+        name = f"triplanar_{pattern}{suffix}.png"
+        case = os.path.basename(str(item["id"]))
+        triplanar(volumes, b.numpy(), f"{case} ({pattern})", os.path.join(images, name), overlay=overlay)
+        written.append((pattern, name, case))
+    return written
+
+
+def views(dataset_dir: str, models: str, output_dir: str, split: str = "testing", suffix: str = "", overlay: str = "",
+          bundle_dir: str = os.path.join(ROOT, "bundle")) -> str:
+    """Only the tri-planar pictures, into ``output_dir``: ``models`` as ``name=path.ts`` where a name
+    ``x@0.3`` runs a conditioned model at PET emphasis 0.3 (e.g. three lambdas of one network); the PET overlay
+    goes over the model named ``overlay`` (default: the first). Returns the pictures' paths, one per line."""
+    pipeline = BundlePipeline(bundle_dir)
+    methods = methods_from_flags(pipeline, models, baselines="none")
+    if not methods:
+        raise ValueError("--models: give name=path.ts[,...]")
+    os.makedirs(output_dir, exist_ok=True)
+    written = triplanar_views(pipeline, methods, dataset_dir, split, output_dir,
+                              overlay=overlay or next(iter(methods)), suffix=suffix)
+    return "\n".join(os.path.join(output_dir, name) for _, name, _ in written)
+
+
 def _cell(stats: dict) -> str:
     """A table cell: mean ± std, or empty where the metric was not computed."""
     return "" if stats.get("mean") is None else f"{stats['mean']:.3f} ± {stats['std']:.3f}"
@@ -193,21 +236,8 @@ def main(eval_dir: str, dataset_dir: str, output_dir: str = os.path.join(ROOT, "
     metric_chart(summary, os.path.join(images, "metrics.png"))
     lines += ["![metrics](images/metrics.png)", ""]
 
-    from scripts.data import load_fusion_datalist
-
-    items = load_fusion_datalist(os.path.join(dataset_dir, "datalist.json"), summary_doc["split"], dataset_dir)
-    for pattern in ("normal", "alzheimer"):
-        item = next((i for i in items if i.get("pattern") == pattern), None)
-        if item is None:
-            continue
-        image = pipeline.preprocessing({"mri": item["mri"], "pet": item["pet"]})["image"]
-        a, b = image[0].as_tensor(), image[1].as_tensor()
-        volumes = {"MRI": a.numpy(), "PET": b.numpy()}
-        volumes.update({name: method(a, b).clamp(0, 1).numpy() for name, method in methods.items()})
-        name = f"triplanar_{pattern}.png"
-        case = os.path.basename(str(item["id"]))
-        triplanar(volumes, b.numpy(), f"{case} ({pattern})", os.path.join(images, name),
-                  overlay=next(iter(parse_models(models)), None))
+    for pattern, name, case in triplanar_views(pipeline, methods, dataset_dir, summary_doc["split"], images,
+                                               overlay=next(iter(parse_models(models)), None)):
         lines += [f"### {pattern.capitalize()} subject {case}", "", f"![{pattern}](images/{name})", ""]
     if train_log and training_curve(parse_names(train_log), os.path.join(images, "training_curve.png")):
         lines += ["## Training", "", "![training curve](images/training_curve.png)", ""]
@@ -217,4 +247,3 @@ def main(eval_dir: str, dataset_dir: str, output_dir: str = os.path.join(ROOT, "
         f.write("\n".join(lines))
     print(f"report: {report}")
     return report
-
