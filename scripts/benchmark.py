@@ -9,7 +9,9 @@ Each (network, size, mode, precision) runs in a fresh process so that its peak r
 "forward" is one inference pass; "train" one optimiser step with the bundle's loss (forward, loss, backward,
 Adam). "bf16" runs under ``torch.autocast("cpu", torch.bfloat16)``, which oneDNN maps onto AMX / AVX512-BF16 where
 the CPU has them (the table says which). "fp32-opt" is the app's CPU path: the TorchScript model frozen and
-optimised for oneDNN (``deploy_app/operators/fusion_inference.optimize_for_cpu``), forward only. Forward rows give
+optimised for oneDNN (``deploy_app/operators/fusion_inference.optimize_for_cpu``), forward only; "fp32-cl" (weights
+and input in channels-last 3D) and "fp32-compile" (``torch.compile``, TorchInductor's C++ kernels) are the other
+fp32 routes issue 17 names, measured as candidates (forward only). Forward rows give
 the largest difference from the plain fp32 output, against the fused series' 12-bit rescale step (1/4095). ``--profile`` adds where the time of one forward goes by operator, the
 network's GFLOP per forward and the machine's measured fp32 and bf16 matmul ceilings, so that the distance to the
 hardware limit is a number.
@@ -22,6 +24,7 @@ with those three is put on the path (timm's wheels pull a torchvision that does 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import resource
@@ -121,6 +124,7 @@ def measure_one(name: str, size: str, mode: str, precision: str, repeats: int, t
         shape = tuple(-(-s // 32) * 32 for s in shape)
     net = _build(name, reference_checkout)
     x = torch.rand((1, 2) + shape)
+    x_run = x
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
     times = []
     max_diff = None
@@ -133,11 +137,16 @@ def measure_one(name: str, size: str, mode: str, precision: str, repeats: int, t
             from deploy_app.operators.fusion_inference import optimize_for_cpu
 
             runner = optimize_for_cpu(torch.jit.script(net))
+        elif precision == "fp32-cl":  # weights and input in channels-last 3D, the layout oneDNN prefers
+            runner = copy.deepcopy(net).to(memory_format=torch.channels_last_3d)
+            x_run = x.contiguous(memory_format=torch.channels_last_3d)
+        elif precision == "fp32-compile":  # TorchInductor: generated C++ kernels, fused element-wise operations
+            runner = torch.compile(net)
         with torch.inference_mode():
             for _ in range(repeats + warm_up):
                 start = time.perf_counter()
                 with autocast:
-                    out = _run(name, runner, x)
+                    out = _run(name, runner, x_run)
                 times.append(time.perf_counter() - start)
             if name == "dcfb" and precision != "fp32":
                 max_diff = float((out.float() - _run(name, net, x)).abs().max())
@@ -218,7 +227,9 @@ def main() -> None:
     parser.add_argument("--networks", nargs="+", default=["dcfb", "basicunet"], choices=["dcfb", "basicunet"])
     parser.add_argument("--modes", nargs="+", default=["forward", "train"], choices=["forward", "train"])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "fp32-opt", "bf16"],
-                        choices=["fp32", "fp32-opt", "bf16"])
+                        choices=["fp32", "fp32-opt", "fp32-cl", "fp32-compile", "bf16"],
+                        help="fp32-cl: channels-last 3D; fp32-compile: torch.compile (needs a C++ compiler); "
+                             "both forward only, measured, not used by the app")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--reference_checkout", help="a local checkout of the paper's DC2Fusion code: adds its row")
@@ -241,7 +252,7 @@ def main() -> None:
                 for precision in args.precisions:
                     if name == "reference" and (mode != "forward" or size != "128" or precision != "fp32"):
                         continue  # the comparison the target names: one fp32 forward at 128^3
-                    if precision == "fp32-opt" and (mode != "forward" or name != "dcfb"):
+                    if precision.startswith("fp32-") and (mode != "forward" or name != "dcfb"):
                         continue  # an inference path of the released network
                     print(f"[benchmark] {name} {mode} at {size}, {precision} ...", file=sys.stderr, flush=True)
                     cmd = [sys.executable, __file__, "--_one", name, size, mode, precision, "--repeats",
@@ -256,18 +267,18 @@ def main() -> None:
                     rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     print(f"\nthreads: {args.threads}, best of {args.repeats} after warm-up (3 forward calls, 1 training step); "
           f"bf16 on this CPU: {cpu_bf16_support()}\n")
-    print(f"{'network':<10} {'params':>11} {'size':<12} {'mode':<8} {'prec':<8} {'seconds':>8} {'peak GB':>8} "
+    print(f"{'network':<10} {'params':>11} {'size':<12} {'mode':<8} {'prec':<12} {'seconds':>8} {'peak GB':>8} "
           f"{'vs BasicUNet':>13} {'max diff':>9} {'target':>16}")
     for r in rows:
         if "error" in r:
-            print(f"{r['network']:<10} {'':>11} {r['size']:<12} {r['mode']:<8} {r['precision']:<8} failed: {r['error']}")
+            print(f"{r['network']:<10} {'':>11} {r['size']:<12} {r['mode']:<8} {r['precision']:<12} failed: {r['error']}")
             continue
         ref = next((o for o in rows if o.get("network") == "basicunet" and o["size"] == r["size"]
                     and o["mode"] == r["mode"] and o["precision"] == r["precision"] and "error" not in o), None)
         ratio = f"{r['seconds'] / ref['seconds']:.2f}x" if ref and r["network"] == "dcfb" else ""
         shape = "x".join(str(s) for s in r["shape"])
         diff = "" if r.get("max_diff_vs_fp32") is None else f"{r['max_diff_vs_fp32']:.1e}"
-        print(f"{r['network']:<10} {r['parameters']:>11,} {shape:<12} {r['mode']:<8} {r['precision']:<8} "
+        print(f"{r['network']:<10} {r['parameters']:>11,} {shape:<12} {r['mode']:<8} {r['precision']:<12} "
               f"{r['seconds']:>8.2f} {r['peak_gb']:>8.2f} {ratio:>13} {diff:>9} {_target_text(r):>16}")
     print(f"\nmax diff: largest |output - plain fp32 output|; the fused series stores steps of {1 / 4095:.1e}, so a "
           "fast path is kept only below that (bf16 is measured, not used)")

@@ -33,6 +33,15 @@ def test_gap_and_fronts_scripts_on_a_tiny_split(tiny_cohort, app_bundle, tmp_pat
     case = result["cases"][0]
     assert case["objective"]["optimum"] <= case["objective"]["blend"] and case["cube"] == [24, 24, 24]
     assert "gap closed" in gap.stdout and set(result["mean"]) == {"gap_closed", "blend", "network", "optimum"}
+    # a second network judged against the same blends and optima, without optimising again
+    again = run_script("fusion_eval.py", "gap", "--dataset_dir", tiny_cohort, "--model", model, "--bundle_dir",
+                       app_bundle, "--crop", "24", "--reuse", str(tmp_path / "gap.json"),
+                       "--output", str(tmp_path / "gap2.json"))
+    reused = json.loads((tmp_path / "gap2.json").read_text())["cases"][0]
+    assert "reused" in again.stdout and reused["reused"] and reused["objective"] == case["objective"]
+    other_crop = run_script("fusion_eval.py", "gap", "--dataset_dir", tiny_cohort, "--model", model, "--bundle_dir",
+                            app_bundle, "--crop", "16", "--reuse", str(tmp_path / "gap.json"), check=False)
+    assert other_crop.returncode == 2 and "--reuse" in other_crop.stderr
 
     run_script("fusion_eval.py", "fronts", "--dataset_dir", tiny_cohort, "--split", "testing", "--bundle_dir", app_bundle,
                "--model", f"net={model}", "--emphases", "0.2,0.8", "--shares", "0,0.5,1",

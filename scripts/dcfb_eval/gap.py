@@ -53,15 +53,29 @@ def fit_to_case(model: str, loss_fn, sources: torch.Tensor, pet_emphasis: float,
         return network.eval()(x, lam)[0, 0].clamp(0, 1)
 
 
+def load_reusable(path: str, split: str, pet_emphasis: float, crop: int) -> dict:
+    """The blend and optimum rows of an earlier gap JSON, by case, if it was run with the same split, lambda and
+    crop (otherwise ValueError: its optimum would be another objective's, or another cube's)."""
+    with open(path) as f:
+        earlier = json.load(f)
+    same = (earlier.get("split"), float(earlier.get("pet_emphasis", -1)), int(earlier.get("crop", -1)))
+    if same != (split, float(pet_emphasis), int(crop)):
+        raise ValueError(f"--reuse {path}: it was run with split/lambda/crop {same}, not "
+                         f"{(split, float(pet_emphasis), int(crop))}")
+    return {row["case"]: row for row in earlier["cases"]}
+
+
 def main(dataset_dir: str, model: str, split: str = "testing", pet_emphasis: float = 0.5, crop: int = 96,
          spatial_dims: int = 3, fit_steps: int = 0, windows: int = 0,
-         max_cases: int = 0, max_iterations: int = 2000, output: str = "",
+         max_cases: int = 0, max_iterations: int = 2000, output: str = "", reuse: str = "",
          bundle_dir: str = os.path.join(ROOT, "bundle")) -> dict:
     """Print and return (and with ``output``, write as JSON) the per-case gap table and its means. ``spatial_dims``
     2: ``model`` is a 2D network, applied slice by slice. ``fit_steps`` > 0 adds a fourth row, the architecture's
     capacity: a copy of the (3D) network trained on the case's cube alone for that many Adam steps (learning rate
     2e-4, as the bundle trains) at the same lambda; near the optimum means the network can express what the
-    objective asks for, and the limit is in the training, not in the architecture."""
+    objective asks for, and the limit is in the training, not in the architecture. ``reuse``: an earlier gap JSON
+    of the same split, lambda and crop, whose best blends and optima are taken instead of recomputed (the
+    optimisation is most of the time; networks compared this way share the same optimum exactly)."""
     if not os.path.isfile(model):
         raise FileNotFoundError(f"{model}: model file not found")
     if not 0.0 <= float(pet_emphasis) <= 1.0:
@@ -77,6 +91,7 @@ def main(dataset_dir: str, model: str, split: str = "testing", pet_emphasis: flo
     network = pipeline.torchscript_method(model, int(spatial_dims), pet_emphasis=pet_emphasis)
     items = load_fusion_datalist(os.path.join(dataset_dir, "datalist.json"), split, dataset_dir)
     items = items[:max_cases] if max_cases else items
+    earlier = load_reusable(reuse, split, pet_emphasis, crop) if reuse else {}
     rows = []
     for item in items:
         if not item.get("regions"):
@@ -94,26 +109,42 @@ def main(dataset_dir: str, model: str, split: str = "testing", pet_emphasis: flo
         net = fused_full[0, 0][cube].float().contiguous()
         regions = torch.as_tensor(np.asarray(nib.load(item["regions"]).dataobj))[cube]
         mask = pipeline.head_mask(sources)
-        w, blend_value, blend = best_global_blend(loss_fn, sources, pet_emphasis)
-        optimum = per_subject_optimum(loss_fn, sources, pet_emphasis, start=blend, max_iterations=max_iterations)
         net_value = objective_value(loss_fn, net, sources, pet_emphasis)
         fitted = fit_to_case(model, loss_fn, sources, pet_emphasis, int(fit_steps)) if fit_steps else None
+        cube_shape = [c.stop - c.start for c in cube]
+        known = earlier.get(item["id"])
+        if earlier and (known is None or known["cube"] != cube_shape):
+            raise ValueError(f"--reuse {reuse}: no row for {item['id']} on a cube of {cube_shape}")
+        if known:
+            w, blend_value = known["blend_share"], known["objective"]["blend"]
+            optimum_value = known["objective"]["optimum"]
+            found = {k: known[k] for k in ("optimum_iterations", "optimum_converged", "optimum_last_window_gain")}
+            found.update(blend=known["blend"], optimum=known["optimum"])
+        else:
+            w, blend_value, blend = best_global_blend(loss_fn, sources, pet_emphasis)
+            optimum = per_subject_optimum(loss_fn, sources, pet_emphasis, start=blend, max_iterations=max_iterations)
+            optimum_value = optimum.value
+            found = {"optimum_iterations": optimum.iterations, "optimum_converged": optimum.converged,
+                     "optimum_last_window_gain": optimum.last_window_gain,
+                     "blend": _scores(fm, blend, sources, mask, regions),
+                     "optimum": _scores(fm, optimum.fused, sources, mask, regions)}
         row = {
-            "case": item["id"], "pattern": item.get("pattern", ""), "cube": [c.stop - c.start for c in cube],
-            "blend_share": w, "objective": {"blend": blend_value, "network": net_value, "optimum": optimum.value},
-            "gap_closed": gap_closed(blend_value, net_value, optimum.value),
-            "optimum_iterations": optimum.iterations, "optimum_converged": optimum.converged,
-            "optimum_last_window_gain": optimum.last_window_gain,
-            "blend": _scores(fm, blend, sources, mask, regions), "network": _scores(fm, net, sources, mask, regions),
-            "optimum": _scores(fm, optimum.fused, sources, mask, regions), "seconds": time.perf_counter() - start,
+            "case": item["id"], "pattern": item.get("pattern", ""), "cube": cube_shape,
+            "blend_share": w, "objective": {"blend": blend_value, "network": net_value, "optimum": optimum_value},
+            "gap_closed": gap_closed(blend_value, net_value, optimum_value),
+            "optimum_iterations": found["optimum_iterations"], "optimum_converged": found["optimum_converged"],
+            "optimum_last_window_gain": found["optimum_last_window_gain"],
+            "blend": found["blend"], "network": _scores(fm, net, sources, mask, regions),
+            "optimum": found["optimum"], "seconds": time.perf_counter() - start, "reused": bool(known),
         }
         if fitted is not None:
             row["objective"]["fitted"] = objective_value(loss_fn, fitted, sources, pet_emphasis)
             row["fitted"] = _scores(fm, fitted, sources, mask, regions)
-            row["fitted_gap_closed"] = gap_closed(blend_value, row["objective"]["fitted"], optimum.value)
+            row["fitted_gap_closed"] = gap_closed(blend_value, row["objective"]["fitted"], optimum_value)
         rows.append(row)
         print(f"{row['case']}: objective blend {blend_value:.4f} (w {w:.3f})  network {net_value:.4f}  optimum "
-              f"{optimum.value:.4f} ({optimum.iterations} steps, {'converged' if optimum.converged else 'NOT converged'})"
+              f"{optimum_value:.4f} ({row['optimum_iterations']} steps, "
+              f"{'converged' if row['optimum_converged'] else 'NOT converged'}{', reused' if known else ''})"
               f"  gap closed {row['gap_closed']:.1%}", flush=True)
         if fitted is not None:
             print(f"    network fitted to this cube ({fit_steps} steps): objective {row['objective']['fitted']:.4f}, "
