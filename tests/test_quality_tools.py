@@ -52,6 +52,13 @@ def test_gap_and_fronts_scripts_on_a_tiny_split(tiny_cohort, app_bundle, tmp_pat
     assert summary["net@0.2"]["ssim"]["mean"] != summary["net@0.8"]["ssim"]["mean"]
     assert (tmp_path / "fronts" / "fronts.png").stat().st_size > 10000
     assert "Default by the rule" in (tmp_path / "fronts" / "fronts.md").read_text()
+    # another family added to those fronts: the earlier methods are read back, not scored again
+    run_script("fusion_eval.py", "fronts", "--dataset_dir", tiny_cohort, "--split", "testing", "--bundle_dir", app_bundle,
+               "--model", f"other={model}", "--emphases", "0.5", "--shares", "", "--reuse", str(tmp_path / "fronts"),
+               "--output_dir", str(tmp_path / "fronts2"))
+    merged = json.loads((tmp_path / "fronts2" / "summary.json").read_text())["methods"]
+    assert set(merged) == set(summary) | {"other@0.5"} and merged["net@0.2"] == summary["net@0.2"]
+    assert "### other" in (tmp_path / "fronts2" / "fronts.md").read_text()
     bad = run_script("fusion_eval.py", "fronts", "--dataset_dir", tiny_cohort, "--model", f"net={model}", "--emphases", "2",
                      "--output_dir", str(tmp_path / "x"), check=False)
     assert bad.returncode == 2 and "--emphases" in bad.stderr

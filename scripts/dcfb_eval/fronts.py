@@ -153,12 +153,29 @@ def fronts_markdown(summary: dict, model_names: list[str], split: str, n_cases: 
     return "\n".join(lines)
 
 
+def reused_rows(reuse_dir: str, case_ids: list[str]) -> list[dict]:
+    """The per-case rows of an earlier fronts run (its ``per_case.csv``), which must hold the same cases."""
+    path = os.path.join(reuse_dir, "per_case.csv")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--reuse {reuse_dir}: no per_case.csv there")
+    with open(path, newline="") as f:
+        rows = [{k: (v if k in ("case", "pattern", "method") else float(v) if v != "" else float("nan"))
+                 for k, v in row.items()} for row in csv.DictReader(f)]
+    if sorted({r["case"] for r in rows}) != sorted(case_ids):
+        raise ValueError(f"--reuse {reuse_dir}: its cases {sorted({r['case'] for r in rows})} are not this run's "
+                         f"{sorted(case_ids)}")
+    return rows
+
+
 def main(dataset_dir: str, output_dir: str, model: str = "", models_2d: str = "", split: str = "validation",
          emphases: str = "0.1,0.3,0.5,0.7,0.9", shares: str = "0,0.2,0.4,0.5,0.6,0.8,1", max_cases: int = 0,
-         windows: int = 0, bundle_dir: str = os.path.join(ROOT, "bundle")) -> str:
+         windows: int = 0, reuse: str = "", bundle_dir: str = os.path.join(ROOT, "bundle")) -> str:
     """Score every lambda of each ``model`` (3D, ``name=path.ts[,...]``) and ``models_2d`` (2D, applied slice by
-    slice) and every blend share; returns fronts.md's path."""
-    lams, ws = fraction_list(emphases, "emphases"), fraction_list(shares, "shares")
+    slice) and every blend share; returns fronts.md's path. ``reuse``: an earlier fronts run's folder on the same
+    cases, whose methods are taken from its ``per_case.csv`` unless scored again here (e.g. add a 2D variant to the
+    3D network's and the blends' fronts without scoring those again); ``--shares ''`` then scores no blend."""
+    lams = fraction_list(emphases, "emphases")
+    ws = fraction_list(shares, "shares") if shares not in ("", None) or not reuse else []
     models, flat = parse_models(model), parse_models(models_2d)
     if not models and not flat:
         raise ValueError("--model (or --models_2d): give name=path.ts")
@@ -177,6 +194,9 @@ def main(dataset_dir: str, output_dir: str, model: str = "", models_2d: str = ""
             for lam in lams:
                 methods[f"{name}@{lam:g}"] = pipeline.torchscript_method(path, spatial_dims, pet_emphasis=lam)
     rows = []
+    if reuse:
+        earlier = reused_rows(reuse, [os.path.basename(str(item["id"])) for item in items])
+        rows.extend(r for r in earlier if r["method"] not in methods)
     for item in tqdm(items, desc="cases", unit="case"):
         rows.extend(pipeline.score_case(item, methods))
     os.makedirs(output_dir, exist_ok=True)
@@ -187,8 +207,10 @@ def main(dataset_dir: str, output_dir: str, model: str = "", models_2d: str = ""
     summary = summarize(rows)
     with open(os.path.join(output_dir, "summary.json"), "w") as f:
         json.dump({"split": split, "cases": len(items), "methods": summary}, f, indent=2)
-    plot_fronts(summary, ["blend", *models, *flat], os.path.join(output_dir, "fronts.png"))
-    text = fronts_markdown(summary, [*models, *flat], split, len(items))
+    families = list(dict.fromkeys(name.split("@", 1)[0] for name in summary))
+    networks = [f for f in families if f != "blend"]
+    plot_fronts(summary, ["blend", *networks], os.path.join(output_dir, "fronts.png"))
+    text = fronts_markdown(summary, networks, split, len(items))
     path = os.path.join(output_dir, "fronts.md")
     with open(path, "w") as f:
         f.write(text)
