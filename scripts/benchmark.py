@@ -208,6 +208,15 @@ def profile(threads: int) -> None:
     print(f"[profile] matmul ceiling on this machine: fp32 {ceilings['float32']:.0f} GFLOP/s, bf16 "
           f"{ceilings['bfloat16']:.0f} GFLOP/s ({cpu_bf16_support()}); the forward reaches "
           f"{100 * gflop / seconds / ceilings['float32']:.0f} % of the fp32 ceiling")
+    # the floor each forward target meets: its convolutions run as fast as a large matmul, nothing else costs
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        net(torch.rand((1, 2) + FULL))
+    full_gflop = counter.get_total_flops() / 1e9
+    for label, work, target in (("128^3", gflop, TARGETS[("dcfb", "128", "forward")][0]),
+                                ("whole grid", full_gflop, TARGETS[("dcfb", "full", "forward")][0])):
+        print(f"[profile] {label}: {work:.0f} GFLOP; at the fp32 ceiling {work / ceilings['float32']:.2f} s, at the "
+              f"bf16 ceiling {work / ceilings['bfloat16']:.2f} s (target {target} s)")
 
 
 def _target_text(r: dict) -> str:
