@@ -8,9 +8,9 @@ width as a yardstick and, given a local checkout, the paper's reference network 
 Each (network, size, mode, precision) runs in a fresh process so that its peak resident memory is its own.
 "forward" is one inference pass; "train" one optimiser step with the bundle's loss (forward, loss, backward,
 Adam). "bf16" runs under ``torch.autocast("cpu", torch.bfloat16)``, which oneDNN maps onto AMX / AVX512-BF16 where
-the CPU has them (the table says which). "fp32-opt" is the app's CPU path: the TorchScript model frozen and
-optimised for oneDNN (``deploy_app/operators/fusion_inference.optimize_for_cpu``), forward only; "fp32-cl" (weights
-and input in channels-last 3D) and "fp32-compile" (``torch.compile``, TorchInductor's C++ kernels) are the other
+the CPU has them (the table says which). "fp32-opt" is the app's CPU path: the TorchScript model with its weights
+in channels-last 3D (``deploy_app/operators/fusion_inference.optimize_for_cpu``), forward only; "fp32-cl" (the
+eager network's weights and input in channels-last 3D) and "fp32-compile" (``torch.compile``, TorchInductor's C++ kernels) are the other
 fp32 routes issue 17 names, measured as candidates (forward only). Forward rows give
 the largest difference from the plain fp32 output, against the fused series' 12-bit rescale step (1/4095). ``--profile`` adds where the time of one forward goes by operator, the
 network's GFLOP per forward and the machine's measured fp32 and bf16 matmul ceilings, so that the distance to the
