@@ -61,8 +61,8 @@ def optimize_for_cpu(network: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
     Why: oneDNN runs this network's few-channel 3D convolutions much faster in channels-last layout; with the
     weights in it, every convolution takes that route and passes the layout on. Same fp32 arithmetic in another
     order: outputs differ by about 2e-7, far below the fused series' 12-bit rescale step (tests compare the app
-    with the bundle's eager inference). Measured on the 2-core development machine (``scripts/benchmark.py``,
-    forward on the 1 mm brain grid): 2.34 s against 3.25 s in the default layout. On by default on a CPU;
+    with the bundle's eager inference). Measured on the 2-core development machine (``scripts/benchmark.py``
+    fp32-opt, forward on the 1 mm brain grid): 2.53 s against 3.46 s in the default layout. On by default on a CPU;
     ``DCFB_CPU_OPTIMIZE=0`` turns it off. (Freezing with ``torch.jit.optimize_for_inference``, tried before, was
     slower on a whole brain: 4.15 s against 3.61 s.)"""
     converted = network.to(memory_format=torch.channels_last_3d)
