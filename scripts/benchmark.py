@@ -153,13 +153,16 @@ def measure_one(name: str, size: str, mode: str, precision: str, repeats: int, t
     else:
         net.train()
         loss_fn = _bundle_parser().get_parsed_content("loss")  # the loss the bundle trains with
+        if precision == "fp32-cl":  # as train.json's channels_last: weights and batches in channels-last 3D
+            net.to(memory_format=torch.channels_last_3d)
+            x_run = x.contiguous(memory_format=torch.channels_last_3d)
         optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
         for _ in range(repeats + 1):
             start = time.perf_counter()
             optimizer.zero_grad()
             with autocast:
-                pred = _run(name, net, x)
-            loss_fn(pred.float()[:, :1], x).backward()
+                pred = _run(name, net, x_run)
+            loss_fn(pred.float()[:, :1], x_run).backward()
             optimizer.step()
             times.append(time.perf_counter() - start)
     best = min(times[warm_up:])  # the first passes warm up oneDNN kernels (and specialise TorchScript graphs)
@@ -217,6 +220,59 @@ def profile(threads: int) -> None:
                                 ("whole grid", full_gflop, TARGETS[("dcfb", "full", "forward")][0])):
         print(f"[profile] {label}: {work:.0f} GFLOP; at the fp32 ceiling {work / ceilings['float32']:.2f} s, at the "
               f"bf16 ceiling {work / ceilings['bfloat16']:.2f} s (target {target} s)")
+    profile_training_step(ceilings)
+
+
+def profile_training_step(ceilings: dict) -> None:
+    """Where one fp32 training step at 128^3 goes: network forward, loss, backward and optimiser timed apart, the
+    backward's operators by self time, and the step's GFLOP against the fp32 ceiling."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = _build("dcfb", None).train()
+    loss_fn = _bundle_parser().get_parsed_content("loss")
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+    x = torch.rand(1, 2, 128, 128, 128)
+
+    def step(parts: dict | None = None) -> None:
+        marks = [time.perf_counter()]
+        optimizer.zero_grad()
+        pred = net(x)
+        marks.append(time.perf_counter())
+        loss = loss_fn(pred, x)
+        marks.append(time.perf_counter())
+        loss.backward()
+        marks.append(time.perf_counter())
+        optimizer.step()
+        marks.append(time.perf_counter())
+        if parts is not None:
+            for name, a, b in zip(("network forward", "loss forward", "backward", "optimiser"), marks, marks[1:]):
+                parts[name] = b - a
+
+    step()
+    parts: dict = {}
+    step(parts)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    total = sum(parts.values())
+    print(f"\n[profile] one fp32 training step at 128^3 (Adam, the bundle's loss): {total:.3f} s")
+    for name, seconds in parts.items():
+        print(f"  {name:<40} {seconds:7.3f} s  {100 * seconds / total:5.1f} %")
+    backward = {}
+    for event in prof.key_averages():
+        if "Backward" in event.key or "backward" in event.key:
+            backward[event.key] = backward.get(event.key, 0.0) + event.self_cpu_time_total / 1e6
+    print("[profile] the backward's operators by self time:")
+    for op, t in sorted(backward.items(), key=lambda kv: -kv[1])[:10]:
+        print(f"  {op[:60]:<60} {t:7.3f} s")
+    work = counter.get_total_flops() / 1e9
+    print(f"[profile] training step: {work:.0f} GFLOP (forward and backward, convolutions and matmuls) -> "
+          f"{work / total:.0f} GFLOP/s; at the fp32 ceiling {work / ceilings['float32']:.2f} s, at the bf16 ceiling "
+          f"{work / ceilings['bfloat16']:.2f} s (target {TARGETS[('dcfb', '128', 'train')][0]} s)")
 
 
 def _target_text(r: dict) -> str:
@@ -261,8 +317,8 @@ def main() -> None:
                 for precision in args.precisions:
                     if name == "reference" and (mode != "forward" or size != "128" or precision != "fp32"):
                         continue  # the comparison the target names: one fp32 forward at 128^3
-                    if precision.startswith("fp32-") and (mode != "forward" or name != "dcfb"):
-                        continue  # an inference path of the released network
+                    if precision.startswith("fp32-") and (name != "dcfb" or (mode != "forward" and precision != "fp32-cl")):
+                        continue  # an inference path of the released network; channels-last also for training
                     print(f"[benchmark] {name} {mode} at {size}, {precision} ...", file=sys.stderr, flush=True)
                     cmd = [sys.executable, __file__, "--_one", name, size, mode, precision, "--repeats",
                            str(args.repeats), "--threads", str(args.threads)]

@@ -10,13 +10,16 @@
 # the same 2D network on every axial slice of the 3D model's patches, with the 3D model's loss
 # (train_2d_3d_loss.json), and exports as a 3D-in, 3D-out module.
 # PRETRAINED=dir starts each run from dir/<name>/model.pt (a second stage); TRAIN_ARGS adds bundle CLI arguments
-# to every run, e.g. TRAIN_ARGS="--loss#vif_weights [0,0]".
+# to every run, e.g. TRAIN_ARGS="--loss#vif_weights [0,0]"; EXTRA_CONFIG adds a config file over train.json, e.g.
+# EXTRA_CONFIG=bundle/configs/train_distill.json TRAIN_ARGS="--distill_teachers {0.5:'runs/fixed05/model.ts'}"
+# (distillation of fixed-lambda networks); THREADS sets each run's torch threads (default 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PY=${PY:-$ROOT/.venv/bin/python}
 export EPOCHS=${EPOCHS:-6} LR=${LR:-0.0002} OUT=${OUT:-runs/comparison} DATA=${DATA:-data/cohort} PY ROOT
 export VAL_INTERVAL=${VAL_INTERVAL:-2} SEED=${SEED:-123} PRETRAINED=${PRETRAINED:-} TRAIN_ARGS=${TRAIN_ARGS:-}
+export EXTRA_CONFIG=${EXTRA_CONFIG:-} THREADS=${THREADS:-1}
 JOBS=${JOBS:-2}
 [ -f "$DATA/datalist.json" ] || { echo "train_comparison: no datalist.json in $DATA (scripts/generate_cohort.py makes one)" >&2; exit 2; }
 
@@ -42,11 +45,12 @@ train_one() {
         [ -f "$PRETRAINED/$name/model.pt" ] || { echo "train_comparison: no $PRETRAINED/$name/model.pt" >&2; return 2; }
         extra+=(--pretrained_ckpt "$PRETRAINED/$name/model.pt")
     fi
+    [ -z "$EXTRA_CONFIG" ] || configs="${configs%]},'$EXTRA_CONFIG']"
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)  # absolute: the export below runs from bundle/
     start=$(date +%s)
     echo "train_comparison: $name started (log: $dir/train.log)"
-    OMP_NUM_THREADS=1 "$PY" -m monai.bundle run training --config_file "$configs" --dataset_dir "$DATA" \
+    OMP_NUM_THREADS=$THREADS "$PY" -m monai.bundle run training --config_file "$configs" --dataset_dir "$DATA" \
         --max_epochs "$EPOCHS" --val_interval "$VAL_INTERVAL" --learning_rate "$LR" --seed "$SEED" --ckpt_dir "$dir" \
         --output_dir "$dir/eval" "${overrides[@]}" "${extra[@]}" > "$dir/train.log" 2>&1
     echo $(( $(date +%s) - start )) > "$dir/seconds"

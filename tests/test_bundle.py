@@ -211,6 +211,31 @@ def test_2d_variant_with_the_3d_loss_trains_on_3d_patches_slice_by_slice(bundle_
     assert scripted(torch.rand(1, 2, 32, 32, 8)).shape == (1, 1, 32, 32, 8)
 
 
+def test_distillation_overlay_trains_the_conditioned_network_towards_fixed_lambda_teachers(bundle_copy, tiny_cohort,
+                                                                                          tmp_path):
+    """train_distill.json over train.json: the trainer's loss becomes the fusion loss plus the pull towards
+    TorchScript teachers given as {lambda: file}; the student's checkpoint is the plain network's."""
+    teacher = ConfigParser.load_config_file(os.path.join(bundle_copy, "configs", "inference.json"))["network_def"]
+    parser = ConfigParser({"network_def": {**teacher, "pet_emphasis": 0.5}})
+    sys.path.insert(0, bundle_copy)
+    try:
+        net = parser.get_parsed_content("network_def")
+    finally:
+        sys.path.remove(bundle_copy)
+    torch.jit.script(net.eval()).save(str(tmp_path / "teacher.ts"))
+    wf = _workflow(bundle_copy, ["train.json", "train_distill.json"], "train", run_id="training",
+                   dataset_dir=tiny_cohort, bundle_root=bundle_copy, ckpt_dir=str(tmp_path / "ckpt"),
+                   output_dir=str(tmp_path / "eval"), distill_teachers={"0.5": str(tmp_path / "teacher.ts")},
+                   pet_emphasis_range=[0.5, 0.5], **TINY)
+    wf.initialize()
+    loss = wf.parser.get_parsed_content("train#trainer#loss_function")
+    assert type(loss).__name__ == "TeacherDistillationLoss" and loss.lambdas == [0.5]
+    wf.run()
+    wf.finalize()
+    state = torch.load(tmp_path / "ckpt" / "model.pt", map_location="cpu")
+    assert state.keys() == net.state_dict().keys()
+
+
 def test_comparison_script_trains_exports_and_continues_from_a_stage(tiny_cohort, tmp_path):
     """scripts/train_comparison.sh, the documented way the release weights and the ablation were trained: one
     run, exported to TorchScript, then a second stage that starts from the first stage's checkpoint."""

@@ -160,3 +160,72 @@ def test_pet_emphasis_scales_the_per_source_weights():
     assert label.pet_emphasis.shape == (2,) and bool(((label.pet_emphasis >= 0.2) & (label.pet_emphasis <= 0.4)).all())
     with pytest.raises(ValueError, match="low <= high"):
         EmphasisBatch(0.6, 0.4)
+
+
+class _ConstantTeacher(torch.nn.Module):
+    """A TorchScript-able stand-in for a fixed-lambda network: outputs ``value`` everywhere."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = torch.nn.Parameter(torch.tensor(value))
+
+    def forward(self, image: torch.Tensor, pet_emphasis: torch.Tensor | None = None) -> torch.Tensor:
+        return self.value * torch.ones_like(image[:, :1])
+
+
+def test_distillation_pulls_towards_the_teacher_at_its_lambda_blends_between_and_leaves_the_rest(tmp_path):
+    from scripts.conditioning import EmphasisTarget
+    from scripts.distillation import TeacherDistillationLoss
+
+    teachers = {}
+    for lam in (0.2, 0.6):
+        path = tmp_path / f"teacher_{lam}.ts"
+        torch.jit.script(_ConstantTeacher(lam)).save(str(path))
+        teachers[lam] = str(path)
+    fusion = FusionLoss(spatial_dims=3, ssim_weights=(1.0, 1.0), ncc_weights=(0, 0), l1_weights=(0, 0))
+    loss = TeacherDistillationLoss(fusion, teachers, weight=2.0)
+    sources, pred = torch.rand(4, 2, 16, 16, 16), torch.zeros(4, 1, 16, 16, 16, requires_grad=True)
+    # per sample: at a teacher's lambda its output, between them the lambda-weighted blend, outside nothing
+    target = EmphasisTarget(sources, torch.tensor([0.2, 0.5, 0.6, 0.9]))
+    expected_l1 = (0.2 + (0.25 * 0.2 + 0.75 * 0.6) + 0.6 + 0.0) / 4
+    total = loss(pred, target)
+    torch.testing.assert_close(total, fusion(pred, target) + 2.0 * torch.tensor(expected_l1))
+    total.backward()
+    assert pred.grad[:3].abs().sum() > 0
+    outside = EmphasisTarget(sources, torch.tensor([0.0, 0.1, 0.95, 1.0]))
+    torch.testing.assert_close(loss(pred, outside), fusion(pred, outside))
+    assert not any("value" in k for k in loss.state_dict())  # the teachers are not saved with the student
+    with pytest.raises(ValueError, match="at least one"):
+        TeacherDistillationLoss(fusion, {})
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        TeacherDistillationLoss(fusion, {1.5: teachers[0.2]})
+
+
+@pytest.mark.parametrize("shape,taps", [((2, 3, 20, 17, 9), (7, 7, 7)), ((1, 2, 12, 30, 11), (19, 19, 19)),
+                                        ((2, 4, 25, 16), (7, 19))])
+def test_banded_separable_filtering_gives_monais_separable_filtering(shape, taps):
+    from monai.networks.layers import separable_filtering
+    from monai.networks.layers.convutils import gaussian_1d
+
+    from scripts.losses import banded_separable_filtering
+
+    x = torch.rand(shape, dtype=torch.float64, requires_grad=True)
+    kernels = [gaussian_1d((t - 1) / 6, truncated=3.0, approx="erf").double() for t in taps]
+    assert [k.numel() for k in kernels] == list(taps)  # 19 taps on an axis of 9, 11 or 12 voxels included
+    ours, theirs = banded_separable_filtering(x, kernels), separable_filtering(x, kernels)
+    torch.testing.assert_close(ours, theirs)
+    weights = torch.rand(shape, dtype=torch.float64)
+    grad_ours, = torch.autograd.grad((ours * weights).sum(), x)
+    grad_theirs, = torch.autograd.grad((theirs * weights).sum(), x)
+    torch.testing.assert_close(grad_ours, grad_theirs)
+
+
+def test_lowpass_term_is_the_l1_distance_of_monais_gaussian_filter():
+    from monai.networks.layers import GaussianFilter
+
+    pred, target = torch.rand(2, 1, 24, 20, 16), torch.rand(2, 2, 24, 20, 16)
+    loss = FusionLoss(spatial_dims=3, ssim_weights=(0, 0), ncc_weights=(0, 0), l1_weights=(0, 0),
+                      lowpass_weights=(0.3, 0.7), lowpass_sigma=3.0)
+    low = GaussianFilter(3, sigma=3.0, truncated=3.0)
+    per_source = torch.abs(low(pred) - low(target)).flatten(2).mean(dim=2)
+    torch.testing.assert_close(loss(pred, target), (per_source * torch.tensor([0.3, 0.7])).sum(dim=1).mean())
