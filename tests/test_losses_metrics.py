@@ -201,18 +201,18 @@ def test_distillation_pulls_towards_the_teacher_at_its_lambda_blends_between_and
         TeacherDistillationLoss(fusion, {1.5: teachers[0.2]})
 
 
+@pytest.mark.parametrize("mode", ["zeros", "replicate"])
 @pytest.mark.parametrize("shape,taps", [((2, 3, 20, 17, 9), (7, 7, 7)), ((1, 2, 12, 30, 11), (19, 19, 19)),
-                                        ((2, 4, 25, 16), (7, 19))])
-def test_banded_separable_filtering_gives_monais_separable_filtering(shape, taps):
+                                        ((2, 4, 25, 16), (7, 19)), ((1, 1, 9, 10, 11), (3, 33, 3))])
+def test_banded_separable_filtering_gives_monais_separable_filtering(shape, taps, mode):
     from monai.networks.layers import separable_filtering
-    from monai.networks.layers.convutils import gaussian_1d
 
-    from scripts.losses import banded_separable_filtering
+    from scripts.fusion_measures import banded_separable_filtering
 
     x = torch.rand(shape, dtype=torch.float64, requires_grad=True)
-    kernels = [gaussian_1d((t - 1) / 6, truncated=3.0, approx="erf").double() for t in taps]
-    assert [k.numel() for k in kernels] == list(taps)  # 19 taps on an axis of 9, 11 or 12 voxels included
-    ours, theirs = banded_separable_filtering(x, kernels), separable_filtering(x, kernels)
+    # asymmetric kernels too (a Sobel derivative), and kernels longer than the axis
+    kernels = [torch.rand(t, dtype=torch.float64) - 0.3 for t in taps]
+    ours, theirs = banded_separable_filtering(x, kernels, mode), separable_filtering(x, kernels, mode)
     torch.testing.assert_close(ours, theirs)
     weights = torch.rand(shape, dtype=torch.float64)
     grad_ours, = torch.autograd.grad((ours * weights).sum(), x)

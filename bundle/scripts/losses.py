@@ -4,42 +4,12 @@ information kept (VIF), with per-source weights; optionally keep the sharper sou
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 from monai.losses import LocalNormalizedCrossCorrelationLoss
 from monai.networks.layers.convutils import gaussian_1d
 
-from .fusion_measures import vif_local_moments
-
-
-def banded_separable_filtering(x: torch.Tensor, kernels: list[torch.Tensor]) -> torch.Tensor:
-    """The values of MONAI's ``separable_filtering(x, kernels)`` (odd kernels, zero padding), one matrix product
-    per spatial axis with the kernel as a banded [n, n] matrix.
-
-    Why not ``separable_filtering`` itself: on a CPU its per-channel 1D convolutions run as PyTorch's reference
-    ``slow_conv3d``; at 128^3 with 8 channels the banded products took 0.38 s forward and 0.39 s backward against
-    1.26 s and 1.32 s (one thread, ``scripts/benchmark.py --profile`` shows the effect on a training step), with
-    values within 2e-7 (tested against MONAI's).
-
-    Shapes: ``x`` [B, C, *S], ``kernels`` one 1D kernel of odd length per spatial axis -> [B, C, *S].
-    """
-    shape = x.shape
-    for axis, kernel in zip(range(2, x.ndim), kernels):
-        n, radius = shape[axis], kernel.numel() // 2
-        if kernel.numel() % 2 != 1:
-            raise ValueError(f"kernels need an odd length, got {kernel.numel()}")
-        # band[i, j] = kernel[j - i + radius]: output voxel i takes input voxels i - radius .. i + radius
-        offset = torch.arange(n, device=x.device)[None, :] - torch.arange(n, device=x.device)[:, None]
-        taps = kernel.to(x)[(offset + radius).clamp(0, kernel.numel() - 1)]
-        band = torch.where(offset.abs() <= radius, taps, torch.zeros((), dtype=x.dtype, device=x.device))
-        after = math.prod(shape[axis + 1 :])
-        if after == 1:
-            x = x @ band.T
-        else:
-            x = (band @ x.reshape(math.prod(shape[:axis]), n, after)).reshape(shape)
-    return x
+from .fusion_measures import banded_separable_filtering, vif_local_moments
 
 
 class SeparableSSIMLoss(nn.Module):
