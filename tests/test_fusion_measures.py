@@ -138,3 +138,17 @@ def test_head_mask_and_regional_metric():
     metric = RegionalPatternMetric()
     values = metric(sources[None, 1:2], sources[None], regions=regions)
     assert values.shape == (1, 2) and values[0, 0].item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("shape", [(40, 33, 21), (50, 37)])
+def test_masked_ssim_is_monais_ssim_map_over_the_mask(shape):
+    from monai.metrics.regression import compute_ssim_and_cs
+
+    f, source = torch.rand(shape), torch.rand(shape)
+    source[: shape[0] // 2] = f[: shape[0] // 2] * 0.8  # structure in common in one half
+    mask = torch.rand(shape) > 0.3
+    ssim_map, _ = compute_ssim_and_cs(f[None, None], source[None, None], spatial_dims=len(shape),
+                                      kernel_size=[7] * len(shape), kernel_sigma=[1.5] * len(shape), data_range=1.0)
+    inner = mask[tuple(slice(3, s - 3) for s in shape)]
+    expected = ssim_map[0, 0][inner].mean()
+    assert fm.masked_ssim(f, source, mask).item() == pytest.approx(expected.item(), abs=1e-6)

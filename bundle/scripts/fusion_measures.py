@@ -356,22 +356,27 @@ def masked_ssim(
     f: torch.Tensor, source: torch.Tensor, mask: torch.Tensor, win_size: int = 7, sigma: float = 1.5
 ) -> torch.Tensor:
     """SSIM of Wang et al. (IEEE Trans. Image Process. 13 (2004) 600), the Gaussian-window map of MONAI's
-    ``compute_ssim_and_cs`` (as MONAI's SSIMMetric) averaged over the mask instead of the whole volume. The map
-    is 'valid' (win_size - 1 voxels shorter per axis); the mask is cropped to it, centred."""
-    from monai.metrics.regression import compute_ssim_and_cs
+    ``compute_ssim_and_cs`` (as MONAI's SSIMMetric: float32, k1 0.01, k2 0.03, data range 1) averaged over the mask
+    instead of the whole volume. The map is 'valid' (win_size - 1 voxels shorter per axis); the mask is cropped to
+    it, centred.
 
+    Why not ``compute_ssim_and_cs`` itself: it convolves with the dense win_size^d kernel, 10 s per source on a
+    whole brain on one CPU thread; the same Gaussian as a separable banded filter gives the same map (tested
+    against it) in well under a second."""
     n = f.ndim
-    ssim_map, _ = compute_ssim_and_cs(
-        f.double()[None, None],
-        source.double()[None, None],
-        spatial_dims=n,
-        kernel_size=[win_size] * n,
-        kernel_sigma=[sigma] * n,
-        data_range=1.0,
-    )
+    dist = torch.arange((1 - win_size) / 2, (1 + win_size) / 2, 1.0)
+    kernel = torch.exp(-((dist / sigma) ** 2) / 2)
+    kernel = (kernel / kernel.sum()).to(f.device)
+    x, y = f.float()[None, None], source.float()[None, None]
+    moments = banded_separable_filtering(torch.cat([x, y, x * x, y * y, x * y], dim=1), [kernel] * n)
     half = win_size // 2
-    inner = mask[tuple(slice(half, s - half) for s in mask.shape)]
-    return ssim_map[0, 0][inner].mean()
+    valid = tuple(slice(half, s - half) for s in f.shape)
+    mu_x, mu_y, mu_xx, mu_yy, mu_xy = (m[valid] for m in moments[0])
+    c1, c2 = 0.01**2, 0.03**2
+    sigma_x, sigma_y, sigma_xy = mu_xx - mu_x * mu_x, mu_yy - mu_y * mu_y, mu_xy - mu_x * mu_y
+    contrast = (2 * sigma_xy + c2) / (sigma_x + sigma_y + c2)
+    ssim_map = ((2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)) * contrast
+    return ssim_map[mask[valid]].mean()
 
 
 def regional_means(x: torch.Tensor, regions: torch.Tensor, labels) -> torch.Tensor:
