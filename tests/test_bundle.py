@@ -62,6 +62,27 @@ def test_inference_writes_fused_volume_in_mri_space(trained_bundle, tiny_cohort,
         assert 0.0 <= data.min() and data.max() <= 1.0 and data.std() > 0
 
 
+def test_cpu_channels_last_inference_gives_the_plain_layouts_fusion(trained_bundle, tiny_cohort, tmp_path):
+    """inference.json's cpu_channels_last (default on): the weights in channels-last 3D on a CPU, the fused volumes
+    those of the default layout within float rounding; off, the network is left as it is."""
+    fused = {}
+    for on in (True, False):
+        out = tmp_path / str(on)
+        wf = _workflow(trained_bundle, ["inference.json"], "infer", dataset_dir=tiny_cohort, bundle_root=trained_bundle,
+                       output_dir=str(out), cpu_channels_last=on)
+        wf.initialize()
+        # a kernel that is laid out differently in the two formats (more than one input channel, wider than 1)
+        weight = next(p for p in wf.parser.get_parsed_content("network").parameters()
+                      if p.ndim == 5 and p.shape[1] > 1 and p.shape[2] > 1)
+        assert weight.is_contiguous(memory_format=torch.channels_last_3d) == on
+        wf.run()
+        wf.finalize()
+        fused[on] = [nib.load(p).get_fdata() for p in sorted(out.rglob("mri_fused.nii.gz"))]
+    assert len(fused[True]) == len(fused[False]) > 0
+    for a, b in zip(fused[True], fused[False]):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_evaluate_writes_per_case_csv_and_means(trained_bundle, tiny_cohort, tmp_path):
     wf = _workflow(trained_bundle, ["train.json", "evaluate.json"], "infer", dataset_dir=tiny_cohort,
                    bundle_root=trained_bundle, output_dir=str(tmp_path), **TINY)
