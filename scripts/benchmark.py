@@ -153,9 +153,8 @@ def measure_one(name: str, size: str, mode: str, precision: str, repeats: int, t
     else:
         net.train()
         loss_fn = _bundle_parser().get_parsed_content("loss")  # the loss the bundle trains with
-        if precision == "fp32-cl":  # as train.json's channels_last: weights and batches in channels-last 3D
+        if precision == "fp32-cl":  # as train.json's cpu_channels_last: the weights in channels-last 3D
             net.to(memory_format=torch.channels_last_3d)
-            x_run = x.contiguous(memory_format=torch.channels_last_3d)
         optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
         for _ in range(repeats + 1):
             start = time.perf_counter()

@@ -86,8 +86,10 @@ class TeacherDistillationLoss(nn.Module):
             return loss
         terms = []
         with torch.no_grad():
-            outputs = [self.teacher_output(target.sources[b : b + 1], float(target.pet_emphasis[b]))
-                       for b in range(pred.shape[0])]
+            outputs = [
+                self.teacher_output(target.sources[b : b + 1], float(target.pet_emphasis[b]))
+                for b in range(pred.shape[0])
+            ]
         for b, taught in enumerate(outputs):
             if taught is not None:
                 terms.append(torch.abs(pred[b : b + 1] - taught.to(pred.dtype)).mean())

@@ -144,8 +144,9 @@ def banded_separable_filtering(x: torch.Tensor, kernels: list[torch.Tensor], mod
             inside = (source >= 0) & (source < n)
             rows, source, weights = rows[inside], source[inside], weights[inside]
         band = torch.zeros(n, n, dtype=x.dtype, device=x.device)
-        band = band.index_put((rows.reshape(-1), source.clamp(0, n - 1).reshape(-1)), weights.reshape(-1),
-                              accumulate=True)
+        band = band.index_put(
+            (rows.reshape(-1), source.clamp(0, n - 1).reshape(-1)), weights.reshape(-1), accumulate=True
+        )
         after = math.prod(shape[axis + 1 :])
         if after == 1:
             x = x @ band.T

@@ -25,26 +25,9 @@ from collections.abc import Callable
 import torch
 from monai.inferers import Inferer
 
-__all__ = ["WholeVolumeInferer", "tile_cores", "on_device"]
+__all__ = ["WholeVolumeInferer", "tile_cores"]
 
 logger = logging.getLogger(__name__)
-
-
-def on_device(network: torch.nn.Module, device: torch.device | str, cpu_channels_last: bool = True) -> torch.nn.Module:
-    """``network`` on ``device``; on a CPU, with ``cpu_channels_last``, its 3D convolution weights in channels-last
-    3D layout.
-
-    Why: oneDNN runs this network's few-channel 3D convolutions much faster in that layout, and weights in it take
-    every convolution there (the same fp32 arithmetic in another order: outputs within about 1e-6). Measured with
-    ``scripts/benchmark.py`` on the 2-core development machine, forward on the 1 mm brain grid: 2.34 s against
-    3.25 s. The Deploy app does the same to its TorchScript model. A network with 2D convolutions is left as it is.
-    """
-    network = network.to(device)
-    if cpu_channels_last and torch.device(device).type == "cpu":
-        weights = [m.weight for m in network.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
-        if weights and all(w.ndim == 5 for w in weights):
-            network = network.to(memory_format=torch.channels_last_3d)
-    return network
 
 
 def tile_cores(shape: list[int], max_voxels: int, margin: int, divisor: int) -> list[list[tuple[int, int]]]:

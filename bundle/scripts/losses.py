@@ -125,8 +125,9 @@ class FusionLoss(nn.Module):
             spatial_dims=spatial_dims, kernel_size=ncc_kernel_size, reduction="none"
         )
         # MONAI's GaussianFilter kernel (erf approximation, truncated at 3 sigma), applied by the banded filter
-        self.register_buffer("lowpass_kernel", gaussian_1d(lowpass_sigma, truncated=3.0, approx="erf"),
-                             persistent=False)
+        self.register_buffer(
+            "lowpass_kernel", gaussian_1d(lowpass_sigma, truncated=3.0, approx="erf"), persistent=False
+        )
 
     def _gradient_magnitude(self, x: torch.Tensor) -> torch.Tensor:
         # forward differences cropped to a common shape; MONAI has no gradient-magnitude transform
@@ -191,7 +192,9 @@ class FusionLoss(nn.Module):
             loss = loss + weighted(torch.abs(repeated - target).flatten(2).mean(dim=2), self.l1_weights)
         if any(self.lowpass_weights):
             # F and both sources low-passed in one filtering pass
-            low = banded_separable_filtering(torch.cat([pred, target], dim=1), [self.lowpass_kernel] * self.spatial_dims)
+            low = banded_separable_filtering(
+                torch.cat([pred, target], dim=1), [self.lowpass_kernel] * self.spatial_dims
+            )
             low = torch.abs(low[:, :1] - low[:, 1:]).flatten(2).mean(dim=2)
             loss = loss + weighted(low, self.lowpass_weights)
         if any(self.vif_weights):
