@@ -9,12 +9,14 @@ Each (network, size, mode, precision) runs in a fresh process so that its peak r
 "forward" is one inference pass; "train" one optimiser step with the bundle's loss (forward, loss, backward,
 Adam). "bf16" runs under ``torch.autocast("cpu", torch.bfloat16)``, which oneDNN maps onto AMX / AVX512-BF16 where
 the CPU has them (the table says which). "fp32-opt" is the app's CPU path: the TorchScript model with its weights
-in channels-last 3D (``deploy_app/operators/fusion_inference.optimize_for_cpu``), forward only; "fp32-cl" (the
-eager network's weights and input in channels-last 3D) and "fp32-compile" (``torch.compile``, TorchInductor's C++ kernels) are the other
-fp32 routes issue 17 names, measured as candidates (forward only). Forward rows give
-the largest difference from the plain fp32 output, against the fused series' 12-bit rescale step (1/4095). ``--profile`` adds where the time of one forward goes by operator, the
-network's GFLOP per forward and the machine's measured fp32 and bf16 matmul ceilings, so that the distance to the
-hardware limit is a number.
+in channels-last 3D (``deploy_app/operators/fusion_inference.optimize_for_cpu``), forward only; "fp32-cl" is the
+eager network with its weights in channels-last 3D (forward: the input too), what ``cpu_channels_last`` in the
+bundle's ``train.json`` and ``inference.json`` does, forward and training step; "fp32-compile" (``torch.compile``,
+TorchInductor's C++ kernels) is the other fp32 route issue 17 names, measured as a candidate (forward only). Forward
+rows give the largest difference from the plain fp32 output, against the fused series' 12-bit rescale step
+(1/4095). ``--profile`` adds where the time of one forward goes by operator, the network's GFLOP per forward and the
+machine's measured fp32 and bf16 matmul ceilings, so that the distance to the hardware limit is a number, and the
+same for one training step (network forward, loss, backward and optimiser apart; the backward by operator).
 
 The reference network is imported from the checkout given (nothing is fetched); its code imports timm and
 scikit-image, of which the forward pass uses only timm's DropPath, to_2tuple and trunc_normal_: a stand-in module

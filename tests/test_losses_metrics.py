@@ -199,6 +199,8 @@ def test_distillation_pulls_towards_the_teacher_at_its_lambda_blends_between_and
         TeacherDistillationLoss(fusion, {})
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
         TeacherDistillationLoss(fusion, {1.5: teachers[0.2]})
+    with pytest.raises(ValueError, match="does not exist"):
+        TeacherDistillationLoss(fusion, {0.5: str(tmp_path / "missing.ts")})
 
 
 @pytest.mark.parametrize("mode", ["zeros", "replicate"])

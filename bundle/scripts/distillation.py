@@ -12,6 +12,7 @@ MONAI has no distillation loss; this is a wrapper around the bundle's ``FusionLo
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 import torch
@@ -43,6 +44,8 @@ class TeacherDistillationLoss(nn.Module):
         for lam, path in pairs:
             if not 0.0 <= lam <= 1.0:
                 raise ValueError(f"teacher lambda must be in [0, 1], got {lam} ({path})")
+            if not os.path.isfile(path):  # refused when the config is parsed, not at the first training step
+                raise ValueError(f"teacher {path} (lambda {lam}) does not exist")
         self.fusion_loss, self.weight = fusion_loss, float(weight)
         self.lambdas = [lam for lam, _ in pairs]
         self.paths = [path for _, path in pairs]
