@@ -353,6 +353,20 @@ def masked_psnr(f: torch.Tensor, source: torch.Tensor, mask: torch.Tensor, data_
     return 10 * torch.log10(data_range**2 / mse.clamp_min(1e-20))
 
 
+def ssim_window(win_size: int = 7, sigma: float = 1.5) -> torch.Tensor:
+    """The 1D Gaussian of MONAI's SSIM (``SSIMMetric``, ``SSIMLoss``): ``win_size`` taps, normalised to sum 1."""
+    dist = torch.arange((1 - win_size) / 2, (1 + win_size) / 2, 1.0)
+    kernel = torch.exp(-((dist / sigma) ** 2) / 2)
+    return kernel / kernel.sum()
+
+
+def ssim_from_moments(mu_x, mu_y, mu_xx, mu_yy, mu_xy, c1: float = 0.01**2, c2: float = 0.03**2) -> torch.Tensor:
+    """Wang et al.'s SSIM map from the local means of x, y, x^2, y^2 and xy (any matching shapes)."""
+    sigma_x, sigma_y, sigma_xy = mu_xx - mu_x * mu_x, mu_yy - mu_y * mu_y, mu_xy - mu_x * mu_y
+    contrast = (2 * sigma_xy + c2) / (sigma_x + sigma_y + c2)
+    return ((2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)) * contrast
+
+
 def masked_ssim(
     f: torch.Tensor, source: torch.Tensor, mask: torch.Tensor, win_size: int = 7, sigma: float = 1.5
 ) -> torch.Tensor:
@@ -364,19 +378,12 @@ def masked_ssim(
     Why not ``compute_ssim_and_cs`` itself: it convolves with the dense win_size^d kernel, 10 s per source on a
     whole brain on one CPU thread; the same Gaussian as a separable banded filter gives the same map (tested
     against it) in well under a second."""
-    n = f.ndim
-    dist = torch.arange((1 - win_size) / 2, (1 + win_size) / 2, 1.0)
-    kernel = torch.exp(-((dist / sigma) ** 2) / 2)
-    kernel = (kernel / kernel.sum()).to(f.device)
+    kernel = ssim_window(win_size, sigma).to(f.device)
     x, y = f.float()[None, None], source.float()[None, None]
-    moments = banded_separable_filtering(torch.cat([x, y, x * x, y * y, x * y], dim=1), [kernel] * n)
+    moments = banded_separable_filtering(torch.cat([x, y, x * x, y * y, x * y], dim=1), [kernel] * f.ndim)
     half = win_size // 2
     valid = tuple(slice(half, s - half) for s in f.shape)
-    mu_x, mu_y, mu_xx, mu_yy, mu_xy = (m[valid] for m in moments[0])
-    c1, c2 = 0.01**2, 0.03**2
-    sigma_x, sigma_y, sigma_xy = mu_xx - mu_x * mu_x, mu_yy - mu_y * mu_y, mu_xy - mu_x * mu_y
-    contrast = (2 * sigma_xy + c2) / (sigma_x + sigma_y + c2)
-    ssim_map = ((2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)) * contrast
+    ssim_map = ssim_from_moments(*(m[valid] for m in moments[0]))
     return ssim_map[mask[valid]].mean()
 
 

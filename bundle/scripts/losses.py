@@ -9,7 +9,7 @@ import torch.nn as nn
 from monai.losses import LocalNormalizedCrossCorrelationLoss
 from monai.networks.layers.convutils import gaussian_1d
 
-from .fusion_measures import banded_separable_filtering, vif_local_moments
+from .fusion_measures import banded_separable_filtering, ssim_from_moments, ssim_window, vif_local_moments
 
 
 class SeparableSSIMLoss(nn.Module):
@@ -35,9 +35,7 @@ class SeparableSSIMLoss(nn.Module):
         k2: float = 0.03,
     ) -> None:
         super().__init__()
-        dist = torch.arange((1 - win_size) / 2, (1 + win_size) / 2, 1.0)
-        kernel = torch.exp(-((dist / sigma) ** 2) / 2)
-        self.register_buffer("kernel", kernel / kernel.sum(), persistent=False)
+        self.register_buffer("kernel", ssim_window(win_size, sigma), persistent=False)
         self.spatial_dims, self.half = spatial_dims, win_size // 2
         self.c1, self.c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
 
@@ -50,9 +48,7 @@ class SeparableSSIMLoss(nn.Module):
         filtered = banded_separable_filtering(stacked, kernels)
         valid = [slice(None), slice(None)] + [slice(self.half, s - self.half) for s in pred.shape[2:]]
         mu_x, mu_xx, mu_y, mu_yy, mu_xy = torch.split(filtered[tuple(valid)], [p, p, c, c, c], dim=1)
-        sigma_x, sigma_y, sigma_xy = mu_xx - mu_x * mu_x, mu_yy - mu_y * mu_y, mu_xy - mu_x * mu_y
-        contrast = (2 * sigma_xy + self.c2) / (sigma_x + sigma_y + self.c2)
-        ssim = ((2 * mu_x * mu_y + self.c1) / (mu_x**2 + mu_y**2 + self.c1)) * contrast
+        ssim = ssim_from_moments(mu_x, mu_y, mu_xx, mu_yy, mu_xy, self.c1, self.c2)
         # mean over the valid region, per image and channel: [B, C]
         return 1.0 - ssim.flatten(2).mean(dim=2)
 
