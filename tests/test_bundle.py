@@ -257,6 +257,35 @@ def test_distillation_overlay_trains_the_conditioned_network_towards_fixed_lambd
     assert state.keys() == net.state_dict().keys()
 
 
+def test_anchor_overlay_trains_one_anchor_decoder_and_nothing_else(bundle_copy, tiny_cohort, tmp_path):
+    """train_anchor.json over train.json, from an anchored checkpoint assembled from a conditioned network
+    (scripts.anchor_decoders): at lambda 0.5 only the decoder of anchor 0.5 learns; the encoders, the blocks, the
+    conditioned decoder and the other anchors' decoders leave the training unchanged."""
+    sys.path.insert(0, bundle_copy)
+    try:
+        from scripts.anchor_decoders import assemble
+        from scripts.dcfb_net import DCFBNet
+
+        torch.manual_seed(0)
+        base = DCFBNet(norm="NONE")
+        torch.save(base.state_dict(), tmp_path / "base.pt")
+        start = assemble(str(tmp_path / "base.pt"), {0.3: None, 0.5: None, 0.7: None}, str(tmp_path / "start.pt"))
+        wf = _workflow(bundle_copy, ["train.json", "train_anchor.json"], "train", run_id="training",
+                       dataset_dir=tiny_cohort, bundle_root=bundle_copy, ckpt_dir=str(tmp_path / "ckpt"),
+                       output_dir=str(tmp_path / "eval"), pretrained_ckpt=start, pet_emphasis=0.5, **TINY)
+        wf.initialize()
+        wf.run()
+        wf.finalize()
+    finally:
+        sys.path.remove(bundle_copy)
+    before = torch.load(start, map_location="cpu")
+    after = torch.load(tmp_path / "ckpt" / "model_final.pt", map_location="cpu")
+    assert after.keys() == before.keys()
+    changed = {k.split(".")[0] + ("." + k.split(".")[1] if k.startswith("anchor_decoders") else "")
+               for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"anchor_decoders.1"}
+
+
 def test_comparison_script_trains_exports_and_continues_from_a_stage(tiny_cohort, tmp_path):
     """scripts/train_comparison.sh, the documented way the release weights and the ablation were trained: one
     run, exported to TorchScript, then a second stage that starts from the first stage's checkpoint."""

@@ -113,8 +113,8 @@ def test_head_adds_a_smooth_level_to_full_resolution_detail():
     the MRI plus 0.2 (a convex mix of MRI, PET and a synthesised image cannot lift the MRI's full contrast)."""
     net = DCFBNet(features=(8, 16)).eval()
     with torch.no_grad():
-        net.head.weight.zero_()
-        net.head.bias.copy_(torch.tensor([1.0, 0.0, 0.2]))
+        net.decoder.head.weight.zero_()
+        net.decoder.head.bias.copy_(torch.tensor([1.0, 0.0, 0.2]))
         x = torch.rand(1, 2, 16, 16, 16) * 0.5
         assert torch.allclose(net(x), x[:, 0:1] + 0.2, atol=1e-6)
 
@@ -126,7 +126,7 @@ def test_pet_emphasis_conditions_the_output_and_is_a_buffer_of_the_exported_mode
     with torch.no_grad():
         # FiLM starts as the identity: lambda changes nothing until trained
         assert torch.allclose(net(x, torch.tensor([0.0])), net(x, torch.tensor([1.0])))
-        for film in [net.deepest_film, net.detail_film, *net.decoder_films]:
+        for film in [net.decoder.deepest_film, net.decoder.detail_film, *net.decoder.decoder_films]:
             film.mlp[2].weight.normal_(0, 0.5)
         low, high = net(x, torch.tensor([0.1])), net(x, torch.tensor([0.9]))
         assert (low - high).abs().max() > 1e-3
@@ -207,9 +207,9 @@ def test_the_bundles_inference_leaves_no_seam_on_a_volume_larger_than_a_window()
     # a seeded network's FiLM layers and detail path start as the identity and zero: give them weights, so that
     # every path a trained network uses reaches the output
     with torch.no_grad():
-        for film in [net.deepest_film, net.detail_film, *net.decoder_films]:
+        for film in [net.decoder.deepest_film, net.decoder.detail_film, *net.decoder.decoder_films]:
             film.mlp[2].weight.normal_(0, 0.5)
-        net.detail_out.weight.normal_(0, 0.05)
+        net.decoder.detail_out.weight.normal_(0, 0.05)
     inferer = parser.get_parsed_content("inferer")
     x = torch.zeros(1, 2, *shape)
     head = (slice(None), slice(None), *(slice(20, s - 20) for s in shape))
@@ -222,3 +222,113 @@ def test_the_bundles_inference_leaves_no_seam_on_a_volume_larger_than_a_window()
     step = 1 / 4095
     assert difference[~in_head].max() < step, f"steps in the background: {float(difference[~in_head].max()):.4f}"
     assert difference[in_head].max() < step, f"steps in the head: {float(difference[in_head].max()):.4f}"
+
+
+def test_anchor_weights_interpolate_piecewise_linearly_and_a_knot_wakes_one_decoder():
+    from scripts.dcfb_net import anchor_weights
+
+    knots, owners = [0.0, 0.3, 0.5, 0.7, 1.0], [0, 1, 2, 3, 0]
+    lam = torch.tensor([0.0, 0.15, 0.3, 0.4, 0.5, 0.65, 0.7, 0.85, 1.0])
+    w = anchor_weights(lam, knots, owners, 4)
+    expected = torch.tensor(
+        [[1, 0, 0, 0], [0.5, 0.5, 0, 0], [0, 1, 0, 0], [0, 0.5, 0.5, 0], [0, 0, 1, 0], [0, 0, 0.25, 0.75],
+         [0, 0, 0, 1], [0.5, 0, 0, 0.5], [1, 0, 0, 0]]
+    )
+    assert torch.allclose(w, expected, atol=1e-6)
+    # a lambda on a knot gives exactly one decoder a weight (float32 rounding must not wake a neighbour)
+    on_knots = anchor_weights(torch.tensor([0.3, 0.5, 0.7]), knots, owners, 4)
+    assert ((on_knots > 0).sum(dim=1) == 1).all()
+
+
+def _plain_with_decoder(net: DCFBNet, decoder: torch.nn.Module) -> DCFBNet:
+    """A network without anchors: ``net``'s encoders and blocks, ``decoder`` as its conditioned decoder."""
+    plain = DCFBNet(features=(8, 16), norm="NONE").eval()
+    state = {k: v for k, v in net.state_dict().items() if not k.startswith(("decoder.", "anchor_decoders."))}
+    state.update({"decoder." + k: v for k, v in decoder.state_dict().items()})
+    plain.load_state_dict(state)
+    return plain
+
+
+def test_anchor_decoders_one_pass_at_an_anchor_a_blend_between_and_scripted():
+    """``anchor_pet_emphasis``: at an anchor the output is that anchor's decoder alone, and it is the only decoder
+    that runs; between two anchors, the linear blend of their outputs; below the first and above the last, the
+    blend with the lambda-conditioned decoder, which owns 0 and 1; TorchScript gives the same, per-sample lambdas
+    of a batch included."""
+    torch.manual_seed(0)
+    net = DCFBNet(features=(8, 16), norm="NONE", anchor_pet_emphasis=(0.3, 0.5, 0.7)).eval()
+    decoders = [net.decoder, *net.anchor_decoders]
+    with torch.no_grad():  # decoders that differ from each other, with every path active
+        for decoder in decoders:
+            for film in [decoder.deepest_film, decoder.detail_film, *decoder.decoder_films]:
+                film.mlp[2].weight.normal_(0, 0.5)
+            decoder.detail_out.weight.normal_(0, 0.05)
+            decoder.head.weight.normal_(0, 0.1)
+    calls = [0] * len(decoders)
+    hooks = [
+        decoder.register_forward_pre_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+        for i, decoder in enumerate(decoders)
+    ]
+    x = torch.rand(2, 2, 16, 16, 16)
+
+    def alone(decoder, lam):
+        return _plain_with_decoder(net, decoder)(x, torch.tensor([lam]))
+
+    with torch.no_grad():
+        at_anchor = net(x, torch.tensor([0.5]))
+        assert calls == [0, 0, 1, 0]
+        assert torch.allclose(at_anchor, alone(net.anchor_decoders[1], 0.5), atol=1e-6)
+        between = 0.25 * alone(net.anchor_decoders[1], 0.65) + 0.75 * alone(net.anchor_decoders[2], 0.65)
+        assert (net(x, torch.tensor([0.65])) - between).abs().max() < 1e-5
+        outside = 0.5 * alone(net.decoder, 0.15) + 0.5 * alone(net.anchor_decoders[0], 0.15)
+        assert (net(x, torch.tensor([0.15])) - outside).abs().max() < 1e-5
+        assert torch.allclose(net(x, torch.tensor([1.0])), alone(net.decoder, 1.0), atol=1e-6)
+        assert (net(x, torch.tensor([0.3])) - net(x, torch.tensor([0.7]))).abs().max() > 1e-3
+        for hook in hooks:
+            hook.remove()
+        scripted = torch.jit.script(net)
+        mixed = torch.tensor([0.4, 0.9])
+        assert (scripted(x, mixed) - net(x, mixed)).abs().max() < 1e-5
+        assert (scripted(x, mixed)[1:] - net(x[1:], mixed[1:])).abs().max() < 1e-5
+        scripted.pet_emphasis.fill_(0.3)
+        assert (scripted(x) - net(x, torch.tensor([0.3]))).abs().max() < 1e-5
+    for bad in ((0.5, 0.3), (0.0, 0.5), (0.5, 1.0), (0.5, 0.5)):
+        with pytest.raises(ValueError, match="anchor_pet_emphasis"):
+            DCFBNet(features=(8, 16), anchor_pet_emphasis=bad)
+
+
+def test_anchor_checkpoint_assembled_from_networks_on_one_encoder(tmp_path):
+    """``scripts.anchor_decoders.assemble``: a base network's encoders, blocks and decoder, and the decoders of
+    networks trained from it at one lambda each (checkpoints in the names of bundle 0.6.0 included), load into the
+    anchored network; an anchor network whose encoder differs, or a missing file, is refused by name."""
+    from scripts.anchor_decoders import assemble
+    from scripts.dcfb_net import LEGACY_DECODER_PARTS
+
+    torch.manual_seed(0)
+    base = DCFBNet(features=(8, 16), norm="NONE").eval()
+    tuned = DCFBNet(features=(8, 16), norm="NONE").eval()
+    tuned.load_state_dict(base.state_dict())
+    with torch.no_grad():
+        tuned.decoder.head.bias.add_(0.1)
+    legacy = {
+        (k[len("decoder.") :] if k[len("decoder.") :].startswith(LEGACY_DECODER_PARTS) else k): v
+        for k, v in tuned.state_dict().items()
+    }
+    assert "head.bias" in legacy
+    torch.save(base.state_dict(), tmp_path / "base.pt")
+    torch.save(legacy, tmp_path / "tuned.pt")  # as bundle 0.6.0 saved it
+    out = assemble(str(tmp_path / "base.pt"), {0.7: None, 0.5: str(tmp_path / "tuned.pt")}, str(tmp_path / "a.pt"))
+    anchored = DCFBNet(features=(8, 16), norm="NONE", anchor_pet_emphasis=(0.5, 0.7)).eval()
+    anchored.load_state_dict(torch.load(out, weights_only=True))
+    x = torch.rand(1, 2, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(anchored(x, torch.tensor([0.5])), tuned(x, torch.tensor([0.5])), atol=1e-6)
+        assert torch.allclose(anchored(x, torch.tensor([0.7])), base(x, torch.tensor([0.7])), atol=1e-6)
+        assert torch.allclose(anchored(x, torch.tensor([0.85])), base(x, torch.tensor([0.85])), atol=1e-6)
+
+    other = DCFBNet(features=(8, 16), norm="NONE")  # another seed: another encoder
+    torch.save(other.state_dict(), tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt.*not trained on the same encoder"):
+        assemble(str(tmp_path / "base.pt"), {0.5: str(tmp_path / "other.pt")}, str(tmp_path / "b.pt"))
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        assemble(str(tmp_path / "base.pt"), {0.5: str(tmp_path / "missing.pt")}, str(tmp_path / "c.pt"))
+    assert not (tmp_path / "b.pt").exists() and not (tmp_path / "c.pt").exists()

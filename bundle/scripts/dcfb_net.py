@@ -15,7 +15,16 @@ import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Conv, Norm
 
-__all__ = ["ChannelNorm", "DeformableCrossAttention", "CrossFeatureBlend", "EmphasisFiLM", "DCFBNet", "on_device"]
+__all__ = [
+    "ChannelNorm",
+    "DeformableCrossAttention",
+    "CrossFeatureBlend",
+    "EmphasisFiLM",
+    "FusionDecoder",
+    "anchor_weights",
+    "DCFBNet",
+    "on_device",
+]
 
 
 class ChannelNorm(nn.Module):
@@ -212,89 +221,31 @@ class EmphasisFiLM(nn.Module):
         return x * (1.0 + gamma.reshape(shape)) + beta.reshape(shape)
 
 
-class DCFBNet(nn.Module):
-    """Unsupervised MRI-PET fusion network, conditioned on a PET emphasis lambda in [0, 1].
+class FusionDecoder(nn.Module):
+    """The decoder side of ``DCFBNet``: from the blended features of every level to the fused image, modulated by
+    the PET emphasis (FiLM) at every level.
 
-    Two encoders (or one shared) at 1/2, 1/4, 1/8 (...) resolution; DCFB blocks on the coarser levels
-    (``attention_levels``), a gated blend on the others; a decoder with skips, modulated by lambda (FiLM)
-    at every level. The head predicts, at half resolution, a gain for the MRI, a gain for the PET and an
-    offset; upsampled, they give ``base = g_mri * MRI + g_pet * PET + offset`` on the full-resolution
-    inputs, so a smooth PET level can be added to the MRI's full-contrast detail (a convex mix of the
-    sources cannot do that). A small full-resolution detail path (two convolutions on MRI, PET and base)
-    adds a residual; the output is clipped to [0, 1].
+    A decoder with skips; the head predicts, at half resolution, a gain for the MRI, a gain for the PET and an
+    offset; upsampled, they give ``base = g_mri * MRI + g_pet * PET + offset`` on the full-resolution inputs, so a
+    smooth PET level can be added to the MRI's full-contrast detail (a convex mix of the sources cannot do that).
+    A small full-resolution detail path (two convolutions on MRI, PET and base) adds a residual; the output is
+    clipped to [0, 1].
 
     Args:
         spatial_dims: 2 or 3.
-        features: channels per level, e.g. (16, 32, 64); the input's spatial sizes must be divisible
-            by 2 ** len(features).
-        num_heads, num_points, max_offset: of the deformable cross-attention.
-        attention_levels: indices of the levels with DCFB blocks (default: all but the first).
-        shared_encoder: one encoder for both modalities (ablation).
-        cross_attention: False keeps the blend but drops the attention (ablation).
+        features: channels per level, as for the encoders.
         detail_channels: channels of the full-resolution detail path (at least 1).
-        norm: the feature normalisation, a MONAI norm name: ``"INSTANCE"`` (statistics of the input it is given),
-            ``"CHANNEL"`` (``ChannelNorm``, per voxel: the same statistics on a patch and on the whole volume) or
-            ``"NONE"`` (no normalisation: the inputs are already scaled per volume, so the output at a voxel does not
-            depend on the window around it beyond the receptive field).
-        pet_emphasis: the lambda used when ``forward`` is not given one (0 favours the MRI, 1 the PET);
-            a buffer, so it can be changed on a loaded TorchScript model
-            (``model.pet_emphasis.fill_(0.7)``), and not part of the checkpoint.
+        norm: the feature normalisation (a MONAI norm name or None).
 
-    Shapes: ``image`` [B, 2, *S] (channel 0 MRI, 1 PET, each in [0, 1]), optional ``pet_emphasis`` [B]
-    -> ``pred`` [B, 1, *S] in [0, 1].
+    Shapes: ``blended`` one [B, features[i], *S / 2 ** (i + 1)] per level, ``mri`` and ``pet`` [B, 1, *S],
+    ``emphasis`` [B] -> [B, 1, *S] in [0, 1].
     """
 
     def __init__(
-        self,
-        spatial_dims: int = 3,
-        features: Sequence[int] = (16, 32, 64),
-        num_heads: int = 4,
-        num_points: int = 4,
-        max_offset: float = 4.0,
-        attention_levels: Sequence[int] | None = None,
-        shared_encoder: bool = False,
-        cross_attention: bool = True,
-        detail_channels: int = 8,
-        pet_emphasis: float = 0.5,
-        norm: str | None = "INSTANCE",
+        self, spatial_dims: int, features: Sequence[int], detail_channels: int = 8, norm: str | None = None
     ) -> None:
         super().__init__()
-        for name, flag in (("shared_encoder", shared_encoder), ("cross_attention", cross_attention)):
-            # a command-line override such as `--network_def#cross_attention false` arrives as the string
-            # 'false', which is truthy: refuse it rather than train the wrong network
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool (True or False on the command line), got {flag!r}")
-        if int(detail_channels) < 1:
-            raise ValueError(f"detail_channels must be at least 1, got {detail_channels!r}")
-        if not 0.0 <= float(pet_emphasis) <= 1.0:
-            raise ValueError(f"pet_emphasis must be in [0, 1], got {pet_emphasis!r}")
-        # MONAI's Convolution takes None for "no normalisation"; a config or command line can only say "NONE"
-        norm = None if norm is None or str(norm).upper() == "NONE" else norm
-        features = tuple(int(f) for f in features)
-        if len(features) < 2:
-            raise ValueError(f"features needs at least two levels, got {features}")
-        if attention_levels is None:
-            attention_levels = tuple(range(1, len(features)))
         conv = Conv[Conv.CONV, spatial_dims]
-        self.spatial_dims = spatial_dims
-        self.divisor = 2 ** len(features)
-        self.register_buffer("pet_emphasis", torch.tensor(float(pet_emphasis)), persistent=False)
-        self.mri_encoder = _Encoder(spatial_dims, features, norm)
-        self.pet_encoder = self.mri_encoder if shared_encoder else _Encoder(spatial_dims, features, norm)
-        self.blends = nn.ModuleList(
-            [
-                CrossFeatureBlend(
-                    spatial_dims,
-                    f,
-                    num_heads,
-                    num_points,
-                    max_offset,
-                    cross_attention=cross_attention and (i in attention_levels),
-                    norm=norm,
-                )
-                for i, f in enumerate(features)
-            ]
-        )
         self.deepest_film = EmphasisFiLM(features[-1])
         # deepest first, so that forward() can enumerate them (TorchScript indexes ModuleLists by literals)
         self.decoders = nn.ModuleList(
@@ -321,27 +272,18 @@ class DCFBNet(nn.Module):
         self.detail_slab = 32  # voxels of the last axis per step of the detail path at inference (see forward)
         self.upsample_mode = "trilinear" if spatial_dims == 3 else "bilinear"
 
-    def forward(self, image: torch.Tensor, pet_emphasis: torch.Tensor | None = None) -> torch.Tensor:
-        mri, pet = image[:, 0:1], image[:, 1:2]
-        if pet_emphasis is None:
-            emphasis = self.pet_emphasis.to(image.dtype).expand(image.shape[0])
-        else:
-            emphasis = pet_emphasis.to(device=image.device, dtype=image.dtype).reshape(-1).expand(image.shape[0])
-        mri_feats = self.mri_encoder(mri)
-        pet_feats = self.pet_encoder(pet)
-        blended: list[torch.Tensor] = []
-        for i, blend in enumerate(self.blends):
-            b, _, _ = blend(mri_feats[i], pet_feats[i])
-            blended.append(b)
+    def forward(
+        self, blended: list[torch.Tensor], mri: torch.Tensor, pet: torch.Tensor, emphasis: torch.Tensor
+    ) -> torch.Tensor:
         x = self.deepest_film(blended[-1], emphasis)
         for j, (decoder, film) in enumerate(zip(self.decoders, self.decoder_films)):
             skip = blended[len(blended) - 2 - j]
             x = F.interpolate(x, size=skip.shape[2:], mode=self.upsample_mode, align_corners=False)
             x = film(decoder(torch.cat([x, skip], dim=1)), emphasis)
-        coefficients = F.interpolate(self.head(x), size=image.shape[2:], mode=self.upsample_mode, align_corners=False)
+        coefficients = F.interpolate(self.head(x), size=mri.shape[2:], mode=self.upsample_mode, align_corners=False)
         base = coefficients[:, 0:1] * mri + coefficients[:, 1:2] * pet + coefficients[:, 2:3]
         sources = torch.cat([mri, pet, base], dim=1)
-        depth = image.shape[-1]
+        depth = mri.shape[-1]
         if self.training or depth <= self.detail_slab:
             return torch.clamp(base + self._detail(sources, emphasis), 0.0, 1.0)
         # at inference, the full-resolution detail path (8 channels: most of a whole volume's memory) runs over
@@ -359,6 +301,178 @@ class DCFBNet(nn.Module):
         """The full-resolution detail path: [B, 3, *S] (MRI, PET, base) -> residual [B, 1, *S]."""
         hidden = F.leaky_relu(self.detail_film(self.detail_in(sources), emphasis), 0.01)
         return self.detail_out(hidden)
+
+
+def anchor_weights(
+    emphasis: torch.Tensor, knots: list[float], knot_decoder: list[int], num_decoders: int
+) -> torch.Tensor:
+    """Piecewise-linear ("hat") weights of the decoders at each lambda: [B] -> [B, num_decoders].
+
+    ``knots`` ascend from 0 to 1; decoder ``knot_decoder[k]`` owns knot ``k``. Between two knots the weights of
+    their decoders go linearly from one to the other; at a knot, its decoder alone has weight 1. A decoder that owns
+    several knots sums their weights.
+    """
+    weights = torch.zeros(emphasis.shape[0], num_decoders, dtype=emphasis.dtype, device=emphasis.device)
+    for k in range(len(knots) - 1):
+        low, high = knots[k], knots[k + 1]
+        inside = (emphasis >= low) & (emphasis <= high)
+        if k > 0:
+            inside = inside & (emphasis > low)  # a lambda on a knot belongs to the segment that ends there
+        # on the upper knot exactly 1, not (high - low) / (high - low) in float32, which can miss 1 by a rounding
+        # and wake the other decoder for nothing
+        t = torch.where(emphasis >= high, torch.ones_like(emphasis), (emphasis - low) / (high - low))
+        t = torch.where(inside, t, torch.zeros_like(emphasis))
+        weights[:, knot_decoder[k]] += torch.where(inside, 1.0 - t, torch.zeros_like(t))
+        weights[:, knot_decoder[k + 1]] += t
+    return weights
+
+
+# the decoder side's parts, at the top of DCFBNet before its decoder was a module of its own (bundle 0.6.0 and older)
+LEGACY_DECODER_PARTS = (
+    "deepest_film.",
+    "decoders.",
+    "decoder_films.",
+    "head.",
+    "detail_in.",
+    "detail_film.",
+    "detail_out.",
+)
+
+
+def _legacy_decoder_names(module, state_dict, prefix, *args) -> None:
+    """Load-state-dict pre-hook: a checkpoint of bundle 0.6.0 or older names the decoder's weights at the top level;
+    they are the conditioned decoder's (``decoder.``), so that older checkpoints and fine-tunes still load."""
+    for key in [k for k in state_dict if k.startswith(prefix) and k[len(prefix) :].startswith(LEGACY_DECODER_PARTS)]:
+        state_dict[prefix + "decoder." + key[len(prefix) :]] = state_dict.pop(key)
+
+
+class DCFBNet(nn.Module):
+    """Unsupervised MRI-PET fusion network, conditioned on a PET emphasis lambda in [0, 1].
+
+    Two encoders (or one shared) at 1/2, 1/4, 1/8 (...) resolution; DCFB blocks on the coarser levels
+    (``attention_levels``), a gated blend on the others; a ``FusionDecoder`` (decoder with skips, FiLM by lambda at
+    every level, a head of source gains and offset, a full-resolution detail path).
+
+    With ``anchor_pet_emphasis`` (e.g. ``(0.3, 0.5, 0.7)``) the decoder side itself depends on lambda: one decoder
+    per anchor, trained at that lambda, beside the lambda-conditioned ``decoder``, which owns lambda 0 and 1. The
+    output is the piecewise-linear interpolation over lambda of the decoders' outputs (``anchor_weights``): at an
+    anchor, that anchor's decoder alone (one decoder pass); between two, a blend of the two (each decoder is given
+    the lambda asked for: its FiLM layers still see it). Why: a FiLM-conditioned
+    decoder, even distilled from networks trained at fixed lambdas, stays below them, while decoders trained at one
+    lambda each on a shared encoder reach them (``docs/report.md``, version 0.6.0).
+
+    Args:
+        spatial_dims: 2 or 3.
+        features: channels per level, e.g. (16, 32, 64); the input's spatial sizes must be divisible
+            by 2 ** len(features).
+        num_heads, num_points, max_offset: of the deformable cross-attention.
+        attention_levels: indices of the levels with DCFB blocks (default: all but the first).
+        shared_encoder: one encoder for both modalities (ablation).
+        cross_attention: False keeps the blend but drops the attention (ablation).
+        detail_channels: channels of the full-resolution detail path (at least 1).
+        norm: the feature normalisation, a MONAI norm name: ``"INSTANCE"`` (statistics of the input it is given),
+            ``"CHANNEL"`` (``ChannelNorm``, per voxel: the same statistics on a patch and on the whole volume) or
+            ``"NONE"`` (no normalisation: the inputs are already scaled per volume, so the output at a voxel does not
+            depend on the window around it beyond the receptive field).
+        pet_emphasis: the lambda used when ``forward`` is not given one (0 favours the MRI, 1 the PET);
+            a buffer, so it can be changed on a loaded TorchScript model
+            (``model.pet_emphasis.fill_(0.7)``), and not part of the checkpoint.
+        anchor_pet_emphasis: lambdas strictly inside (0, 1), ascending, each with a decoder of its own (default:
+            none, the conditioned decoder alone).
+
+    Shapes: ``image`` [B, 2, *S] (channel 0 MRI, 1 PET, each in [0, 1]), optional ``pet_emphasis`` [B]
+    -> ``pred`` [B, 1, *S] in [0, 1].
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        features: Sequence[int] = (16, 32, 64),
+        num_heads: int = 4,
+        num_points: int = 4,
+        max_offset: float = 4.0,
+        attention_levels: Sequence[int] | None = None,
+        shared_encoder: bool = False,
+        cross_attention: bool = True,
+        detail_channels: int = 8,
+        pet_emphasis: float = 0.5,
+        norm: str | None = "INSTANCE",
+        anchor_pet_emphasis: Sequence[float] = (),
+    ) -> None:
+        super().__init__()
+        for name, flag in (("shared_encoder", shared_encoder), ("cross_attention", cross_attention)):
+            # a command-line override such as `--network_def#cross_attention false` arrives as the string
+            # 'false', which is truthy: refuse it rather than train the wrong network
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool (True or False on the command line), got {flag!r}")
+        if int(detail_channels) < 1:
+            raise ValueError(f"detail_channels must be at least 1, got {detail_channels!r}")
+        if not 0.0 <= float(pet_emphasis) <= 1.0:
+            raise ValueError(f"pet_emphasis must be in [0, 1], got {pet_emphasis!r}")
+        anchors = [float(a) for a in anchor_pet_emphasis]
+        if any(not 0.0 < a < 1.0 for a in anchors) or anchors != sorted(set(anchors)):
+            raise ValueError(f"anchor_pet_emphasis must ascend strictly inside (0, 1), got {anchor_pet_emphasis!r}")
+        # MONAI's Convolution takes None for "no normalisation"; a config or command line can only say "NONE"
+        norm = None if norm is None or str(norm).upper() == "NONE" else norm
+        features = tuple(int(f) for f in features)
+        if len(features) < 2:
+            raise ValueError(f"features needs at least two levels, got {features}")
+        if attention_levels is None:
+            attention_levels = tuple(range(1, len(features)))
+        self.spatial_dims = spatial_dims
+        self.divisor = 2 ** len(features)
+        self.register_buffer("pet_emphasis", torch.tensor(float(pet_emphasis)), persistent=False)
+        self.mri_encoder = _Encoder(spatial_dims, features, norm)
+        self.pet_encoder = self.mri_encoder if shared_encoder else _Encoder(spatial_dims, features, norm)
+        self.blends = nn.ModuleList(
+            [
+                CrossFeatureBlend(
+                    spatial_dims,
+                    f,
+                    num_heads,
+                    num_points,
+                    max_offset,
+                    cross_attention=cross_attention and (i in attention_levels),
+                    norm=norm,
+                )
+                for i, f in enumerate(features)
+            ]
+        )
+        self.decoder = FusionDecoder(spatial_dims, features, detail_channels, norm)
+        self.anchor_decoders = nn.ModuleList(
+            [FusionDecoder(spatial_dims, features, detail_channels, norm) for _ in anchors]
+        )
+        # the knots of the interpolation over lambda: 0 and 1 belong to the conditioned decoder (index 0)
+        self.anchor_pet_emphasis = anchors
+        self.knots = [0.0] + anchors + [1.0]
+        self.knot_decoder = [0] + list(range(1, len(anchors) + 1)) + [0]
+        self.register_load_state_dict_pre_hook(_legacy_decoder_names)
+
+    def forward(self, image: torch.Tensor, pet_emphasis: torch.Tensor | None = None) -> torch.Tensor:
+        mri, pet = image[:, 0:1], image[:, 1:2]
+        if pet_emphasis is None:
+            emphasis = self.pet_emphasis.to(image.dtype).expand(image.shape[0])
+        else:
+            emphasis = pet_emphasis.to(device=image.device, dtype=image.dtype).reshape(-1).expand(image.shape[0])
+        mri_feats = self.mri_encoder(mri)
+        pet_feats = self.pet_encoder(pet)
+        blended: list[torch.Tensor] = []
+        for i, blend in enumerate(self.blends):
+            b, _, _ = blend(mri_feats[i], pet_feats[i])
+            blended.append(b)
+        if len(self.knots) == 2:
+            return self.decoder(blended, mri, pet, emphasis)
+        weights = anchor_weights(emphasis, self.knots, self.knot_decoder, len(self.knots) - 1)
+        fused = torch.zeros_like(mri)
+        shape = [weights.shape[0]] + [1] * (image.ndim - 1)
+        if bool((weights[:, 0] > 0).any()):
+            fused = fused + weights[:, 0].reshape(shape) * self.decoder(blended, mri, pet, emphasis)
+        for k, decoder in enumerate(self.anchor_decoders):
+            w = weights[:, k + 1]
+            # only the decoders a lambda of the batch needs run: at an anchor, one decoder pass
+            if bool((w > 0).any()):
+                fused = fused + w.reshape(shape) * decoder(blended, mri, pet, emphasis)
+        return fused
 
 
 def on_device(network: torch.nn.Module, device: torch.device | str, cpu_channels_last: bool = True) -> torch.nn.Module:

@@ -1,0 +1,78 @@
+"""Checkpoints of a ``DCFBNet`` with anchor decoders (``anchor_pet_emphasis``), assembled from checkpoints of
+networks that share its encoders and blocks: the conditioned decoder of a base network, and for each anchor the
+decoder of a network trained at that lambda (or the base's decoder, as a starting point for that training).
+
+    cd bundle && python -m scripts.anchor_decoders --base models/model.pt \\
+        --anchors "{0.3: 'runs/dec03/model.pt', 0.5: 'runs/dec05/model.pt', 0.7: None}" --output anchored.pt
+
+Checkpoints written before the decoder was a module of its own (bundle 0.6.0 and older: ``deepest_film.*``,
+``decoders.*``, ``head.*``, ... at the top level) are read as well.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .dcfb_net import LEGACY_DECODER_PARTS as DECODER_PARTS
+
+__all__ = ["decoder_state", "assemble"]
+
+
+def _load(path: str) -> dict[str, torch.Tensor]:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("model", state) if isinstance(state, dict) else state
+
+
+def decoder_state(state: dict[str, torch.Tensor], source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The conditioned decoder's weights of a network's state dict, named as inside ``FusionDecoder``."""
+    current = {k[len("decoder.") :]: v for k, v in state.items() if k.startswith("decoder.")}
+    legacy = {k: v for k, v in state.items() if k.startswith(DECODER_PARTS)}
+    if current and legacy:
+        raise ValueError(f"{source}: has both decoder.* and top-level decoder weights")
+    found = current or legacy
+    if not found:
+        raise ValueError(f"{source}: no decoder weights (decoder.* or {', '.join(p + '*' for p in DECODER_PARTS)})")
+    return found
+
+
+def _shared_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Encoders and blocks: everything but the decoders."""
+    return {
+        k: v
+        for k, v in state.items()
+        if not (k.startswith(("decoder.", "anchor_decoders.")) or k.startswith(DECODER_PARTS))
+    }
+
+
+def assemble(base: str, anchors: dict[float, str | None], output: str, atol: float = 0.0) -> str:
+    """Write ``output``: ``base``'s encoders, blocks and conditioned decoder, and for each anchor lambda (ascending
+    order) the decoder of ``anchors[lambda]`` (``None``: the base's decoder). An anchor checkpoint's encoders and
+    blocks must equal the base's (within ``atol``): a decoder is only valid on the features it was trained on.
+    """
+    base_state = _load(base)
+    shared = _shared_state(base_state)
+    state = dict(shared)
+    state.update({"decoder." + k: v for k, v in decoder_state(base_state, base).items()})
+    for index, (_, path) in enumerate(sorted(anchors.items(), key=lambda item: float(item[0]))):
+        if path is None:
+            decoder = decoder_state(base_state, base)
+        else:
+            anchor_state = _load(path)
+            for k, v in _shared_state(anchor_state).items():
+                if k not in shared or shared[k].shape != v.shape or (shared[k] - v).abs().max() > atol:
+                    raise ValueError(f"{path}: its {k} differs from the base's {base}: not trained on the same encoder")
+            decoder = decoder_state(anchor_state, path)
+        state.update({f"anchor_decoders.{index}.{k}": v.clone() for k, v in decoder.items()})
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    torch.save(state, output)
+    return output
+
+
+if __name__ == "__main__":
+    import fire
+
+    fire.Fire(assemble)
