@@ -25,11 +25,15 @@ JOBS=${JOBS:-2}
 
 train_one() {
     local name=$1 configs="['bundle/configs/train.json']" export_configs="configs/inference.json" overrides=()
+    # every run here is the lambda-conditioned network alone (the first stage of the release weights, and the
+    # comparisons): no anchor decoders, in training and in the export
+    local conditioned=(--network_def#anchor_pet_emphasis "[]")
     case $name in
         dcfb_3d) ;;
         dcfb_2d) configs="['bundle/configs/train.json','bundle/configs/train_2d.json']"
                  overrides=(--network_def#spatial_dims 2) ;;
         dcfb_2d_3d_loss) configs="['bundle/configs/train.json','bundle/configs/train_2d_3d_loss.json']"
+                         conditioned=()  # its network_def is the slice-wise wrapper, whose 2D network has no anchors
                          export_configs="['configs/inference.json','configs/train_2d_3d_loss.json']" ;;
         no_cross_attention) overrides=(--network_def#cross_attention False) ;;
         zero_offsets) overrides=(--network_def#max_offset 0.0) ;;
@@ -52,11 +56,11 @@ train_one() {
     echo "train_comparison: $name started (log: $dir/train.log)"
     OMP_NUM_THREADS=$THREADS "$PY" -m monai.bundle run training --config_file "$configs" --dataset_dir "$DATA" \
         --max_epochs "$EPOCHS" --val_interval "$VAL_INTERVAL" --learning_rate "$LR" --seed "$SEED" --ckpt_dir "$dir" \
-        --output_dir "$dir/eval" "${overrides[@]}" "${extra[@]}" > "$dir/train.log" 2>&1
+        --output_dir "$dir/eval" "${conditioned[@]}" "${overrides[@]}" "${extra[@]}" > "$dir/train.log" 2>&1
     echo $(( $(date +%s) - start )) > "$dir/seconds"
     (cd bundle && PYTHONPATH=. OMP_NUM_THREADS=1 "$PY" -m monai.bundle ckpt_export network_def \
         --filepath "$dir/model.ts" --ckpt_file "$dir/model.pt" --meta_file configs/metadata.json \
-        --config_file "$export_configs" "${overrides[@]}" > "$dir/export.log" 2>&1)
+        --config_file "$export_configs" "${conditioned[@]}" "${overrides[@]}" > "$dir/export.log" 2>&1)
     echo "train_comparison: $name done in $(cat "$dir/seconds") s"
 }
 export -f train_one
