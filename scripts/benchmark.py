@@ -91,7 +91,10 @@ def _bundle_parser():
 
 def _build(name: str, reference_checkout: str | None):
     if name == "dcfb":
-        return _bundle_parser().get_parsed_content("network_def")
+        net = _bundle_parser().get_parsed_content("network_def")
+        # at an anchor lambda one decoder runs, between two anchors two: --pet_emphasis picks which is measured
+        net.pet_emphasis.fill_(float(os.environ.get("DCFB_BENCHMARK_PET_EMPHASIS", "0.5")))
+        return net
     if name == "reference":
         stand_in = tempfile.mkdtemp(prefix="timm-stand-in-")
         os.makedirs(os.path.join(stand_in, "timm", "models"))
@@ -301,8 +304,15 @@ def main() -> None:
     parser.add_argument("--reference_checkout", help="a local checkout of the paper's DC2Fusion code: adds its row")
     parser.add_argument("--profile", action="store_true", help="operator profile, GFLOP and matmul ceilings")
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--pet_emphasis", type=float, default=0.5,
+                        help="the network's lambda: 0.5 (default) is an anchor (one decoder pass); between the anchors "
+                             "0.3, 0.5 and 0.7 (e.g. 0.4) two decoders run")
     parser.add_argument("--_one", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not 0.0 <= args.pet_emphasis <= 1.0:
+        parser.error(f"--pet_emphasis {args.pet_emphasis}: must be in [0, 1]")
+    # _build reads it (here for --profile, and in each measuring subprocess, which gets the flag too)
+    os.environ["DCFB_BENCHMARK_PET_EMPHASIS"] = str(args.pet_emphasis)
     if args._one:
         print(json.dumps(measure_one(*args._one, args.repeats, args.threads, args.reference_checkout)))
         return
@@ -322,7 +332,7 @@ def main() -> None:
                         continue  # an inference path of the released network; channels-last also for training
                     print(f"[benchmark] {name} {mode} at {size}, {precision} ...", file=sys.stderr, flush=True)
                     cmd = [sys.executable, __file__, "--_one", name, size, mode, precision, "--repeats",
-                           str(args.repeats), "--threads", str(args.threads)]
+                           str(args.repeats), "--threads", str(args.threads), "--pet_emphasis", str(args.pet_emphasis)]
                     if args.reference_checkout:
                         cmd += ["--reference_checkout", args.reference_checkout]
                     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -332,6 +342,7 @@ def main() -> None:
                         continue
                     rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     print(f"\nthreads: {args.threads}, best of {args.repeats} after warm-up (3 forward calls, 1 training step); "
+          f"DCFB at lambda {args.pet_emphasis:g}; "
           f"bf16 on this CPU: {cpu_bf16_support()}\n")
     print(f"{'network':<10} {'params':>11} {'size':<12} {'mode':<8} {'prec':<12} {'seconds':>8} {'peak GB':>8} "
           f"{'vs BasicUNet':>13} {'max diff':>9} {'target':>16}")
