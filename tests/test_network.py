@@ -332,3 +332,11 @@ def test_anchor_checkpoint_assembled_from_networks_on_one_encoder(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         assemble(str(tmp_path / "base.pt"), {0.5: str(tmp_path / "missing.pt")}, str(tmp_path / "c.pt"))
     assert not (tmp_path / "b.pt").exists() and not (tmp_path / "c.pt").exists()
+    # the command line (python -m scripts.anchor_decoders): anchors as a Python literal, a bad one is a usage error
+    from scripts.anchor_decoders import main
+
+    assert main(["--base", str(tmp_path / "base.pt"), "--anchors", "{0.5: None}", "--output", str(tmp_path / "d.pt")]) == 0
+    assert set(torch.load(tmp_path / "d.pt", weights_only=True)) >= {"anchor_decoders.0.head.bias", "decoder.head.bias"}
+    with pytest.raises(SystemExit) as usage:
+        main(["--base", str(tmp_path / "base.pt"), "--anchors", "[0.5]", "--output", str(tmp_path / "e.pt")])
+    assert usage.value.code == 2

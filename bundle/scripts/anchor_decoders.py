@@ -11,7 +11,10 @@ Checkpoints written before the decoder was a module of its own (bundle 0.6.0 and
 
 from __future__ import annotations
 
+import argparse
+import ast
 import os
+import sys
 
 import torch
 
@@ -72,7 +75,23 @@ def assemble(base: str, anchors: dict[float, str | None], output: str, atol: flo
     return output
 
 
-if __name__ == "__main__":
-    import fire
+def main(argv: list[str] | None = None) -> int:
+    # argparse, not fire: the bundle's scripts ship inside the Deploy app, whose requirements do not carry fire
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", required=True, help="checkpoint of the network whose encoders the decoders share")
+    parser.add_argument("--anchors", required=True, help="{lambda: checkpoint or None, ...} as a Python literal")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--atol", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    try:
+        anchors = ast.literal_eval(args.anchors)
+        if not isinstance(anchors, dict):
+            raise ValueError("not a dict")
+    except (ValueError, SyntaxError) as err:
+        parser.error(f"--anchors {args.anchors!r}: give {{lambda: 'file.pt' or None, ...}} ({err})")
+    print(assemble(args.base, anchors, args.output, args.atol))
+    return 0
 
-    fire.Fire(assemble)
+
+if __name__ == "__main__":
+    sys.exit(main())
