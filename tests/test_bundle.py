@@ -286,6 +286,18 @@ def test_anchor_overlay_trains_one_anchor_decoder_and_nothing_else(bundle_copy, 
     assert changed == {"anchor_decoders.1"}
 
 
+def test_2d_variant_with_the_3d_loss_is_the_3d_network_but_two_dimensional():
+    """train_2d_3d_loss.json's inner 2D network takes train.json's settings (features, attention, normalisation,
+    lambda): only the dimension differs, so that the comparison measures the dimension."""
+    parser = ConfigParser()
+    parser.read_config([os.path.join(ROOT, "bundle", "configs", n) for n in ("train.json", "train_2d_3d_loss.json")])
+    inner = parser.get("network_def")["network"]
+    reference = ConfigParser.load_config_file(os.path.join(ROOT, "bundle", "configs", "train.json"))["network_def"]
+    assert inner["spatial_dims"] == 2
+    for key in ("features", "num_heads", "num_points", "max_offset", "norm", "pet_emphasis"):
+        assert inner[key] == reference[key], key
+
+
 def test_comparison_script_trains_exports_and_continues_from_a_stage(tiny_cohort, tmp_path):
     """scripts/train_comparison.sh, the documented way the release weights and the ablation were trained: one
     run, exported to TorchScript, then a second stage that starts from the first stage's checkpoint."""
