@@ -18,37 +18,33 @@ import sys
 
 import torch
 
-from .dcfb_net import LEGACY_DECODER_PARTS as DECODER_PARTS
+from .dcfb_net import _legacy_decoder_names
 
 __all__ = ["decoder_state", "assemble"]
 
 
 def _load(path: str) -> dict[str, torch.Tensor]:
+    """A checkpoint's state dict, with the decoder's weights named as DCFBNet names them now (the network's own
+    load-state-dict pre-hook renames those of bundle 0.6.0 and older)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path}")
     state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("model", state) if isinstance(state, dict) else state
+    state = dict(state.get("model", state))
+    _legacy_decoder_names(None, state, "")
+    return state
 
 
 def decoder_state(state: dict[str, torch.Tensor], source: str = "checkpoint") -> dict[str, torch.Tensor]:
     """The conditioned decoder's weights of a network's state dict, named as inside ``FusionDecoder``."""
-    current = {k[len("decoder.") :]: v for k, v in state.items() if k.startswith("decoder.")}
-    legacy = {k: v for k, v in state.items() if k.startswith(DECODER_PARTS)}
-    if current and legacy:
-        raise ValueError(f"{source}: has both decoder.* and top-level decoder weights")
-    found = current or legacy
+    found = {k[len("decoder.") :]: v for k, v in state.items() if k.startswith("decoder.")}
     if not found:
-        raise ValueError(f"{source}: no decoder weights (decoder.* or {', '.join(p + '*' for p in DECODER_PARTS)})")
+        raise ValueError(f"{source}: no decoder weights")
     return found
 
 
 def _shared_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Encoders and blocks: everything but the decoders."""
-    return {
-        k: v
-        for k, v in state.items()
-        if not (k.startswith(("decoder.", "anchor_decoders.")) or k.startswith(DECODER_PARTS))
-    }
+    return {k: v for k, v in state.items() if not k.startswith(("decoder.", "anchor_decoders."))}
 
 
 def assemble(base: str, anchors: dict[float, str | None], output: str, atol: float = 0.0) -> str:
