@@ -11,6 +11,7 @@ app's, and nothing in a header can stop the writer after the inference.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import uuid
 import warnings
@@ -62,7 +63,9 @@ PN_MAX_COMPONENTS, PN_MAX_GROUPS = 5, 3
 UNREADABLE = object()  # a value pydicom cannot convert from its bytes
 
 
-def _valid_single(keyword: str, vr: str, value) -> bool:
+@functools.lru_cache(maxsize=4096)
+def _valid_single(keyword: str, vr: str, value: str) -> bool:
+    # cached: the writer asks the same (keyword, value) of every slice of a series, hundreds of times
     text = str(value)
     try:
         validate_value(vr, value, config.RAISE)

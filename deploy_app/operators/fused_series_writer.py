@@ -22,7 +22,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from monai.deploy.core import Operator, OperatorSpec
-from monai.transforms import ResampleToMatch, ScaleIntensityRangePercentiles
+from monai.transforms import ScaleIntensityRangePercentiles
 
 from ..errors import FusionInputError
 from ..fusion_inputs import FusionResult
@@ -170,12 +170,6 @@ def check_source_headers(mr_datasets: list[Dataset], pt_datasets: list[Dataset])
                                f"into the fused series ({type(err).__name__}: {err})") from err
 
 
-def pet_on_mr_grid(pair) -> np.ndarray:
-    """The PET in its own unit resampled (trilinear, MONAI's ResampleToMatch) onto the MR's voxels: [D, H, W]."""
-    pet = ResampleToMatch(mode="bilinear", padding_mode="zeros")(pair.pet[None], img_dst=pair.mri[None])
-    return np.ascontiguousarray(np.asarray(pet[0], dtype=np.float32).transpose(2, 1, 0))
-
-
 def patient_orientation(ds: Dataset) -> tuple[str, str]:
     """DICOM Patient Orientation (row, column directions) from Image Orientation (Patient): dominant axis."""
     letters = (("R", "L"), ("A", "P"), ("F", "H"))  # negative, positive direction of x, y, z in LPS
@@ -241,7 +235,7 @@ class FusedSeriesWriterOperator(Operator):
         if len(mr_datasets) != result.fused.shape[0]:
             raise RuntimeError(f"{result.fused.shape[0]} fused slices for {len(mr_datasets)} MR images")
         units: PetUnits = pair.pet_units
-        pet = pet_on_mr_grid(pair) * units.display_factor  # [D, H, W] in Bq/ml, SUVbw, or the PET's own unit
+        pet = result.pet_on_mr * units.display_factor  # [D, H, W] in Bq/ml, SUVbw, or the PET's own unit
         window = PetWindow.of(pet, units.display_unit)
         bar = colour_bar_strip(int(mr_datasets[0].Rows), window)
         pet_sources = pet_sources_per_mr_slice(mr_datasets, pt_datasets, pair.mr_from_pt_world)
