@@ -1,6 +1,7 @@
 """The quality yardsticks: the objective gap (blend, network, per-subject optimum) and the trade-off fronts."""
 
 import json
+import math
 import os
 
 import torch
@@ -33,12 +34,18 @@ def test_gap_and_fronts_scripts_on_a_tiny_split(tiny_cohort, app_bundle, tmp_pat
     case = result["cases"][0]
     assert case["objective"]["optimum"] <= case["objective"]["blend"] and case["cube"] == [24, 24, 24]
     assert "gap closed" in gap.stdout and set(result["mean"]) == {"gap_closed", "blend", "network", "optimum"}
-    # a second network judged against the same blends and optima, without optimising again
+    # a second network judged against the same blends and optima, without optimising again; with one copy of the
+    # network fitted to all the split's cubes together
     again = run_script("fusion_eval.py", "gap", "--dataset_dir", tiny_cohort, "--model", model, "--bundle_dir",
-                       app_bundle, "--crop", "24", "--reuse", str(tmp_path / "gap.json"),
-                       "--output", str(tmp_path / "gap2.json"))
-    reused = json.loads((tmp_path / "gap2.json").read_text())["cases"][0]
-    assert "reused" in again.stdout and reused["reused"] and reused["objective"] == case["objective"]
+                       app_bundle, "--crop", "24", "--reuse", str(tmp_path / "gap.json"), "--fit_steps", "2",
+                       "--fit_jointly", "--output", str(tmp_path / "gap2.json"))
+    second = json.loads((tmp_path / "gap2.json").read_text())
+    reused = second["cases"][0]
+    assert "reused" in again.stdout and reused["reused"]
+    assert {k: reused["objective"][k] for k in case["objective"]} == case["objective"]
+    assert second["fit_jointly"]
+    assert all("fitted" in row and math.isfinite(row["fitted_gap_closed"]) for row in second["cases"])
+    assert "fitted_gap_closed" in second["mean"] and "network fitted to these cubes" in again.stdout
     other_crop = run_script("fusion_eval.py", "gap", "--dataset_dir", tiny_cohort, "--model", model, "--bundle_dir",
                             app_bundle, "--crop", "16", "--reuse", str(tmp_path / "gap.json"), check=False)
     assert other_crop.returncode == 2 and "--reuse" in other_crop.stderr

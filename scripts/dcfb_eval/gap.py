@@ -40,17 +40,21 @@ def _scores(fm, fused, sources, mask, regions) -> dict:
     }
 
 
-def fit_to_case(model: str, loss_fn, sources: torch.Tensor, pet_emphasis: float, steps: int) -> torch.Tensor:
-    """A fresh copy of the TorchScript ``model`` trained on ``sources`` [2, *S] alone; returns its F [*S]."""
+def fit_to_cases(model: str, loss_fn, cubes: list[torch.Tensor], pet_emphasis: float, steps: int) -> list[torch.Tensor]:
+    """A fresh copy of the TorchScript ``model`` trained on the ``cubes`` (each [2, *S]) alone, one cube per Adam
+    step in turn, ``steps`` steps per cube; returns its F [*S] on each cube."""
     network = torch.jit.load(model, map_location="cpu").train()
     optimizer = torch.optim.Adam(network.parameters(), lr=2e-4)
-    x, lam = sources[None], torch.tensor([float(pet_emphasis)])
-    for _ in trange(steps, desc="fitting the network to the case", unit="step", leave=False):
+    lam = torch.tensor([float(pet_emphasis)])
+    desc = "fitting the network to the case" if len(cubes) == 1 else f"fitting the network to {len(cubes)} cases"
+    for step in trange(steps * len(cubes), desc=desc, unit="step", leave=False):
+        x = cubes[step % len(cubes)][None]
         optimizer.zero_grad()
         loss_fn(network(x, lam), x, lam).backward()
         optimizer.step()
     with torch.no_grad():
-        return network.eval()(x, lam)[0, 0].clamp(0, 1)
+        network.eval()
+        return [network(x[None], lam)[0, 0].clamp(0, 1) for x in cubes]
 
 
 def load_reusable(path: str, split: str, pet_emphasis: float, crop: int) -> dict:
@@ -66,14 +70,16 @@ def load_reusable(path: str, split: str, pet_emphasis: float, crop: int) -> dict
 
 
 def main(dataset_dir: str, model: str, split: str = "testing", pet_emphasis: float = 0.5, crop: int = 96,
-         spatial_dims: int = 3, fit_steps: int = 0, windows: int = 0,
+         spatial_dims: int = 3, fit_steps: int = 0, fit_jointly: bool = False, windows: int = 0,
          max_cases: int = 0, max_iterations: int = 2000, output: str = "", reuse: str = "",
          bundle_dir: str = os.path.join(ROOT, "bundle")) -> dict:
     """Print and return (and with ``output``, write as JSON) the per-case gap table and its means. ``spatial_dims``
     2: ``model`` is a 2D network, applied slice by slice. ``fit_steps`` > 0 adds a fourth row, the architecture's
     capacity: a copy of the (3D) network trained on the case's cube alone for that many Adam steps (learning rate
     2e-4, as the bundle trains) at the same lambda; near the optimum means the network can express what the
-    objective asks for, and the limit is in the training, not in the architecture. ``reuse``: an earlier gap JSON
+    objective asks for, and the limit is in the training, not in the architecture. ``fit_jointly``: one copy trained
+    on all the cases' cubes together instead (``fit_steps`` steps per case, one cube per step in turn): whether the
+    network can fit several subjects at once, between one subject and the whole training split. ``reuse``: an earlier gap JSON
     of the same split, lambda and crop, whose best blends and optima are taken instead of recomputed (the
     optimisation is most of the time; networks compared this way share the same optimum exactly)."""
     if not os.path.isfile(model):
@@ -92,7 +98,26 @@ def main(dataset_dir: str, model: str, split: str = "testing", pet_emphasis: flo
     items = load_fusion_datalist(os.path.join(dataset_dir, "datalist.json"), split, dataset_dir)
     items = items[:max_cases] if max_cases else items
     earlier = load_reusable(reuse, split, pet_emphasis, crop) if reuse else {}
-    rows = []
+    rows, cases = [], []
+
+    def add_fitted(row, fitted, sources, mask, regions) -> None:
+        row["objective"]["fitted"] = objective_value(loss_fn, fitted, sources, pet_emphasis)
+        row["fitted"] = _scores(fm, fitted, sources, mask, regions)
+        row["fitted_gap_closed"] = gap_closed(row["objective"]["blend"], row["objective"]["fitted"],
+                                              row["objective"]["optimum"])
+
+    def print_rows(row, only_fitted: bool = False) -> None:
+        if "fitted" in row:
+            print(f"    {row['case']}: network fitted to {'these cubes' if fit_jointly else 'this cube'} "
+                  f"({fit_steps} steps{' per cube' if fit_jointly else ''}): objective "
+                  f"{row['objective']['fitted']:.4f}, gap closed {row['fitted_gap_closed']:.1%}", flush=True)
+        for name in ("fitted",) if only_fitted else ("blend", "network", "optimum", "fitted"):
+            if name not in row:
+                continue
+            sc = row[name]
+            print(f"    {name:>8}: SSIM {sc['ssim']:.4f}  VIF {sc['vif']:.4f}  PSNR {sc['psnr']:.2f}  "
+                  f"r {sc['regional_corr']:.3f}  contrast kept {sc['contrast_kept']:.3f}", flush=True)
+
     for item in items:
         if not item.get("regions"):
             raise ValueError(f"{item['id']}: no regions in the datalist (scripts/generate_cohort.py writes them)")
@@ -110,7 +135,8 @@ def main(dataset_dir: str, model: str, split: str = "testing", pet_emphasis: flo
         regions = torch.as_tensor(np.asarray(nib.load(item["regions"]).dataobj))[cube]
         mask = pipeline.head_mask(sources)
         net_value = objective_value(loss_fn, net, sources, pet_emphasis)
-        fitted = fit_to_case(model, loss_fn, sources, pet_emphasis, int(fit_steps)) if fit_steps else None
+        fitted = (fit_to_cases(model, loss_fn, [sources], pet_emphasis, int(fit_steps))[0]
+                  if fit_steps and not fit_jointly else None)
         cube_shape = [c.stop - c.start for c in cube]
         known = earlier.get(item["id"])
         if earlier and (known is None or known["cube"] != cube_shape):
@@ -138,23 +164,21 @@ def main(dataset_dir: str, model: str, split: str = "testing", pet_emphasis: flo
             "optimum": found["optimum"], "seconds": time.perf_counter() - start, "reused": bool(known),
         }
         if fitted is not None:
-            row["objective"]["fitted"] = objective_value(loss_fn, fitted, sources, pet_emphasis)
-            row["fitted"] = _scores(fm, fitted, sources, mask, regions)
-            row["fitted_gap_closed"] = gap_closed(blend_value, row["objective"]["fitted"], optimum_value)
+            add_fitted(row, fitted, sources, mask, regions)
+        if fit_steps and fit_jointly:
+            cases.append((sources, mask, regions))
         rows.append(row)
         print(f"{row['case']}: objective blend {blend_value:.4f} (w {w:.3f})  network {net_value:.4f}  optimum "
               f"{optimum_value:.4f} ({row['optimum_iterations']} steps, "
               f"{'converged' if row['optimum_converged'] else 'NOT converged'}{', reused' if known else ''})"
               f"  gap closed {row['gap_closed']:.1%}", flush=True)
-        if fitted is not None:
-            print(f"    network fitted to this cube ({fit_steps} steps): objective {row['objective']['fitted']:.4f}, "
-                  f"gap closed {row['fitted_gap_closed']:.1%}", flush=True)
-        for name in ("blend", "network", "optimum", "fitted"):
-            if name not in row:
-                continue
-            sc = row[name]
-            print(f"    {name:>8}: SSIM {sc['ssim']:.4f}  VIF {sc['vif']:.4f}  PSNR {sc['psnr']:.2f}  "
-                  f"r {sc['regional_corr']:.3f}  contrast kept {sc['contrast_kept']:.3f}", flush=True)
+        print_rows(row)
+    if fit_steps and fit_jointly:
+        fitted_all = fit_to_cases(model, loss_fn, [c[0] for c in cases], pet_emphasis, int(fit_steps))
+        print(f"one network fitted to the {len(rows)} cubes together ({fit_steps} steps per cube):")
+        for row, fitted, (sources, mask, regions) in zip(rows, fitted_all, cases):
+            add_fitted(row, fitted, sources, mask, regions)
+            print_rows(row, only_fitted=True)
     mean = {"gap_closed": float(np.mean([r["gap_closed"] for r in rows]))}
     if fit_steps:
         mean["fitted_gap_closed"] = float(np.mean([r["fitted_gap_closed"] for r in rows]))
@@ -164,7 +188,7 @@ def main(dataset_dir: str, model: str, split: str = "testing", pet_emphasis: flo
     print(f"mean over {len(rows)} case(s): gap closed {mean['gap_closed']:.1%}; SSIM blend {mean['blend']['ssim']:.4f}, "
           f"network {mean['network']['ssim']:.4f}, optimum {mean['optimum']['ssim']:.4f}")
     result = {"model": model, "spatial_dims": int(spatial_dims), "split": split, "pet_emphasis": pet_emphasis,
-              "crop": crop, "fit_steps": int(fit_steps), "cases": rows, "mean": mean}
+              "crop": crop, "fit_steps": int(fit_steps), "fit_jointly": bool(fit_jointly), "cases": rows, "mean": mean}
     if output:
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         with open(output, "w") as f:
