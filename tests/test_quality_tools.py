@@ -38,7 +38,8 @@ def test_gap_and_fronts_scripts_on_a_tiny_split(tiny_cohort, app_bundle, tmp_pat
     # network fitted to all the split's cubes together
     again = run_script("fusion_eval.py", "gap", "--dataset_dir", tiny_cohort, "--model", model, "--bundle_dir",
                        app_bundle, "--crop", "24", "--reuse", str(tmp_path / "gap.json"), "--fit_steps", "2",
-                       "--fit_jointly", "--output", str(tmp_path / "gap2.json"))
+                       "--fit_jointly", "--save_fitted", str(tmp_path / "fitted.ts"),
+                       "--output", str(tmp_path / "gap2.json"))
     second = json.loads((tmp_path / "gap2.json").read_text())
     reused = second["cases"][0]
     assert "reused" in again.stdout and reused["reused"]
@@ -46,6 +47,10 @@ def test_gap_and_fronts_scripts_on_a_tiny_split(tiny_cohort, app_bundle, tmp_pat
     assert second["fit_jointly"]
     assert all("fitted" in row and math.isfinite(row["fitted_gap_closed"]) for row in second["cases"])
     assert "fitted_gap_closed" in second["mean"] and "network fitted to these cubes" in again.stdout
+    # the fitted network, saved, is a model the tool judges like any other
+    judged = run_script("fusion_eval.py", "gap", "--dataset_dir", tiny_cohort, "--model", str(tmp_path / "fitted.ts"),
+                        "--bundle_dir", app_bundle, "--crop", "24", "--reuse", str(tmp_path / "gap.json"))
+    assert "gap closed" in judged.stdout
     other_crop = run_script("fusion_eval.py", "gap", "--dataset_dir", tiny_cohort, "--model", model, "--bundle_dir",
                             app_bundle, "--crop", "16", "--reuse", str(tmp_path / "gap.json"), check=False)
     assert other_crop.returncode == 2 and "--reuse" in other_crop.stderr

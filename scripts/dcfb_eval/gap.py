@@ -40,9 +40,11 @@ def _scores(fm, fused, sources, mask, regions) -> dict:
     }
 
 
-def fit_to_cases(model: str, loss_fn, cubes: list[torch.Tensor], pet_emphasis: float, steps: int) -> list[torch.Tensor]:
+def fit_to_cases(model: str, loss_fn, cubes: list[torch.Tensor], pet_emphasis: float, steps: int,
+                 save: str = "") -> list[torch.Tensor]:
     """A fresh copy of the TorchScript ``model`` trained on the ``cubes`` (each [2, *S]) alone, one cube per Adam
-    step in turn, ``steps`` steps per cube; returns its F [*S] on each cube."""
+    step in turn, ``steps`` steps per cube; returns its F [*S] on each cube (with ``save``, also saved there as
+    TorchScript, e.g. to judge it on other cases)."""
     network = torch.jit.load(model, map_location="cpu").train()
     optimizer = torch.optim.Adam(network.parameters(), lr=2e-4)
     lam = torch.tensor([float(pet_emphasis)])
@@ -52,8 +54,11 @@ def fit_to_cases(model: str, loss_fn, cubes: list[torch.Tensor], pet_emphasis: f
         optimizer.zero_grad()
         loss_fn(network(x, lam), x, lam).backward()
         optimizer.step()
+    network.eval()
+    if save:
+        os.makedirs(os.path.dirname(os.path.abspath(save)), exist_ok=True)
+        torch.jit.save(network, save)
     with torch.no_grad():
-        network.eval()
         return [network(x[None], lam)[0, 0].clamp(0, 1) for x in cubes]
 
 
@@ -70,7 +75,7 @@ def load_reusable(path: str, split: str, pet_emphasis: float, crop: int) -> dict
 
 
 def main(dataset_dir: str, model: str, split: str = "testing", pet_emphasis: float = 0.5, crop: int = 96,
-         spatial_dims: int = 3, fit_steps: int = 0, fit_jointly: bool = False, windows: int = 0,
+         spatial_dims: int = 3, fit_steps: int = 0, fit_jointly: bool = False, save_fitted: str = "", windows: int = 0,
          max_cases: int = 0, max_iterations: int = 2000, output: str = "", reuse: str = "",
          bundle_dir: str = os.path.join(ROOT, "bundle")) -> dict:
     """Print and return (and with ``output``, write as JSON) the per-case gap table and its means. ``spatial_dims``
@@ -79,7 +84,8 @@ def main(dataset_dir: str, model: str, split: str = "testing", pet_emphasis: flo
     2e-4, as the bundle trains) at the same lambda; near the optimum means the network can express what the
     objective asks for, and the limit is in the training, not in the architecture. ``fit_jointly``: one copy trained
     on all the cases' cubes together instead (``fit_steps`` steps per case, one cube per step in turn): whether the
-    network can fit several subjects at once, between one subject and the whole training split. ``reuse``: an earlier gap JSON
+    network can fit several subjects at once, between one subject and the whole training split; ``save_fitted``: where
+    to save that jointly fitted network (TorchScript). ``reuse``: an earlier gap JSON
     of the same split, lambda and crop, whose best blends and optima are taken instead of recomputed (the
     optimisation is most of the time; networks compared this way share the same optimum exactly)."""
     if not os.path.isfile(model):
@@ -174,7 +180,7 @@ def main(dataset_dir: str, model: str, split: str = "testing", pet_emphasis: flo
               f"  gap closed {row['gap_closed']:.1%}", flush=True)
         print_rows(row)
     if fit_steps and fit_jointly:
-        fitted_all = fit_to_cases(model, loss_fn, [c[0] for c in cases], pet_emphasis, int(fit_steps))
+        fitted_all = fit_to_cases(model, loss_fn, [c[0] for c in cases], pet_emphasis, int(fit_steps), save_fitted)
         print(f"one network fitted to the {len(rows)} cubes together ({fit_steps} steps per cube):")
         for row, fitted, (sources, mask, regions) in zip(rows, fitted_all, cases):
             add_fitted(row, fitted, sources, mask, regions)
