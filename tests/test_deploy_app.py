@@ -385,7 +385,6 @@ def test_app_yaml_and_requirements_carry_what_the_packager_reads():
                 imported |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 imported.add(node.module.split(".")[0])
-    imported |= {"ignite"}  # imported by the "imports" section of bundle/configs/inference.json
     distributions = packages_distributions()
     local = {"deploy_app", "scripts", "__future__"} | set(sys.stdlib_module_names)
     pinned = {name.lower() for name in app_pins}
