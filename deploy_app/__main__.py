@@ -29,12 +29,18 @@ class _NoGpuDecoderNotice(logging.Filter):
 logging.getLogger().addFilter(_NoGpuDecoderNotice())
 
 if __package__:
-    app_module = importlib.import_module(f"{__package__}.app")
+    package = __package__
 else:
     # Run as a folder: import it as the package it is, by its own name, from its parent folder.
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path.insert(0, os.path.dirname(here))
-    app_module = importlib.import_module(f"{os.path.basename(here)}.app")
+    package = os.path.basename(here)
+
+# Before torch and Holoscan are imported, so that their worker threads share the main arena (see the module).
+memory_reuse = importlib.import_module(f"{package}.memory_reuse")
+if __name__ == "__main__" and memory_reuse.cpu_fast_path_enabled():
+    memory_reuse.keep_freed_memory()
+app_module = importlib.import_module(f"{package}.app")
 
 if __name__ == "__main__":
     status = app_module.main()

@@ -21,7 +21,9 @@ from monai.deploy.conditions import CountCondition
 from monai.deploy.core import Application
 from monai.deploy.operators import DICOMSeriesSelectorOperator
 
+from . import memory_reuse
 from .errors import FusionInputError
+from .memory_reuse import cpu_fast_path_enabled
 from .operators import (
     CheckedDICOMDataLoaderOperator,
     FusedSeriesWriterOperator,
@@ -45,7 +47,7 @@ class FusionOptions:
     bundle's default (``pet_emphasis`` in its ``configs/inference.json``). ``optimize_cpu``: on a CPU, run the
     TorchScript model with its weights in channels-last 3D layout (``fusion_inference.optimize_for_cpu``; the same
     fp32 arithmetic in another order; faster on a whole brain; on by default, ``DCFB_CPU_OPTIMIZE=0`` turns it
-    off)."""
+    off, and with it ``memory_reuse.keep_freed_memory``, which ``__main__`` applies)."""
 
     rules_file: Path = DEFAULT_RULES
     write_nifti: bool = False
@@ -89,6 +91,9 @@ class DCFBFusionApp(Application):
                                     f"PET emphasis {inference.pet_emphasis:.2f}")
         writer.pet_emphasis = inference.pet_emphasis
         writer.runtime = {"device": str(inference.device), "cpu_optimized": inference.optimized}
+        if memory_reuse.policy is not None:  # set by __main__ (python -m deploy_app, a MAP), not when main() is called
+            logger.info("CPU memory: %s", memory_reuse.policy)
+            writer.runtime["memory"] = memory_reuse.policy
 
         loader = CheckedDICOMDataLoaderOperator(self, CountCondition(self, 1), input_folder=input_folder,
                                                 name="dicom_study_loader")
@@ -125,8 +130,7 @@ def split_arguments(argv: list[str]) -> tuple[FusionOptions, list[str]]:
     if ours.pet_emphasis is not None and not 0.0 <= float(ours.pet_emphasis) <= 1.0:
         parser.error(f"--pet_emphasis (or DCFB_PET_EMPHASIS) must be in [0, 1], got {ours.pet_emphasis}")
     emphasis = None if ours.pet_emphasis is None else float(ours.pet_emphasis)
-    optimize = os.environ.get("DCFB_CPU_OPTIMIZE", "1").strip().lower() not in ("0", "false", "no", "off")
-    return FusionOptions(ours.rules, ours.nifti, ours.preview, emphasis, optimize), [argv[0], *rest]
+    return FusionOptions(ours.rules, ours.nifti, ours.preview, emphasis, cpu_fast_path_enabled()), [argv[0], *rest]
 
 
 def output_argument(sdk_argv: list[str]) -> Path:

@@ -9,7 +9,8 @@ Each (network, size, mode, precision) runs in a fresh process so that its peak r
 "forward" is one inference pass; "train" one optimiser step with the bundle's loss (forward, loss, backward,
 Adam). "bf16" runs under ``torch.autocast("cpu", torch.bfloat16)``, which oneDNN maps onto AMX / AVX512-BF16 where
 the CPU has them (the table says which). "fp32-opt" is the app's CPU path: the TorchScript model with its weights
-in channels-last 3D (``deploy_app/operators/fusion_inference.optimize_for_cpu``), forward only; "fp32-cl" is the
+in channels-last 3D (``deploy_app/operators/fusion_inference.optimize_for_cpu``) in a process that keeps freed memory
+for reuse (``deploy_app/memory_reuse.py``), forward only; "fp32-cl" is the
 eager network with its weights in channels-last 3D (forward: the input too), what ``cpu_channels_last`` in the
 bundle's ``train.json`` and ``inference.json`` does, forward and training step; "fp32-compile" (``torch.compile``,
 TorchInductor's C++ kernels) is the other fp32 route issue 17 names, measured as a candidate (forward only). Forward
@@ -124,6 +125,10 @@ def _run(name: str, net, x):
 def measure_one(name: str, size: str, mode: str, precision: str, repeats: int, threads: int,
                 reference_checkout: str | None) -> dict:
     torch.set_num_threads(threads)
+    if precision == "fp32-opt":  # the app's CPU path keeps freed memory for reuse from its start (its __main__)
+        from deploy_app.memory_reuse import keep_freed_memory
+
+        keep_freed_memory()
     shape = FULL if size == "full" else (int(size),) * 3
     if name == "reference":  # its patch embedding and windows need multiples of 32
         shape = tuple(-(-s // 32) * 32 for s in shape)

@@ -140,13 +140,17 @@ def test_pet_emphasis_flag_and_variable_reach_the_network_and_the_outputs(tiny_s
 
 
 def test_cpu_optimised_model_gives_the_plain_models_fusion(tiny_study, app_bundle, tmp_path):
-    """The default CPU path (weights in channels-last 3D layout) against the plain model (DCFB_CPU_OPTIMIZE=0): the
-    same stored values (within one 12-bit step), and the summary says which ran."""
+    """The default CPU path (weights in channels-last 3D layout, freed memory kept for reuse) against the plain model
+    (DCFB_CPU_OPTIMIZE=0): the same stored values (within one 12-bit step), and the summary and the log say which
+    ran."""
     runs = {}
     for name, env in (("optimised", {}), ("plain", {"DCFB_CPU_OPTIMIZE": "0"})):
         proc = run_app(tiny_study, tmp_path / name, app_bundle, env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
         runtime = json.loads((tmp_path / name / "fusion_summary.json").read_text())["runtime"]
+        if name == "optimised":  # glibc, as on every Linux machine the tests run on
+            assert runtime.pop("memory").startswith("freed memory kept for reuse (glibc mallopt")
+            assert "CPU memory: freed memory kept for reuse" in proc.stderr + proc.stdout
         assert runtime == {"device": "cpu", "cpu_optimized": name == "optimised"}
         runs[name] = np.stack([ds.pixel_array for ds in series_files(tmp_path / name / "fused_dicom")]).astype(int)
     assert np.abs(runs["optimised"] - runs["plain"]).max() <= 1

@@ -340,3 +340,35 @@ def test_anchor_checkpoint_assembled_from_networks_on_one_encoder(tmp_path):
     with pytest.raises(SystemExit) as usage:
         main(["--base", str(tmp_path / "base.pt"), "--anchors", "[0.5]", "--output", str(tmp_path / "e.pt")])
     assert usage.value.code == 2
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_inference_paths_equal_the_training_path(dims):
+    """At inference the decoder folds the detail path's FiLM into its convolution, modulates in place and runs the
+    detail path over slabs of the first axis (``detail_slab_voxels``); the blend takes its difference in place. All
+    of it must give what the training path computes, in one pass or in slabs (uneven ones included), scripted too,
+    and must leave the network's input and its anchor decoders' shared features untouched."""
+    torch.manual_seed(0)
+    net = DCFBNet(spatial_dims=dims, features=(8, 16, 32), anchor_pet_emphasis=(0.5,))
+    with torch.no_grad():
+        for decoder in (net.decoder, *net.anchor_decoders):
+            for film in [decoder.deepest_film, decoder.detail_film, *decoder.decoder_films]:
+                film.mlp[2].weight.normal_(0, 0.5)
+                film.mlp[2].bias.normal_(0, 0.2)
+            decoder.detail_out.weight.normal_(0, 0.05)
+    shape = (40,) + (24,) * (dims - 1)
+    x = torch.rand((1, 2) + shape)
+    original = x.clone()
+    lam = torch.tensor([0.4])  # between two knots: both decoders run on the same blended features
+    with torch.no_grad():
+        expected = net.train()(x, lam)
+        net.eval()
+        outputs = [net(x, lam)]
+        for slab in (24**dims // 5, 24 ** (dims - 1) * 7):  # 8 slabs of 5 rows; 6 of 7 rows, the last of 5
+            for decoder in (net.decoder, *net.anchor_decoders):
+                decoder.detail_slab_voxels = slab
+            outputs += [net(x, lam), torch.jit.script(net)(x, lam)]
+    assert torch.equal(x, original)
+    for out in outputs:
+        assert out.shape == expected.shape
+        assert (out - expected).abs().max().item() < 1e-5
