@@ -143,7 +143,7 @@ def measure_one(name: str, size: str, mode: str, precision: str, repeats: int, t
     if mode == "forward":
         net.eval()
         runner = net
-        if precision == "fp32-opt":
+        if precision == "fp32-opt" and name == "dcfb":
             from deploy_app.operators.fusion_inference import optimize_for_cpu
 
             runner = optimize_for_cpu(torch.jit.script(net))
@@ -331,9 +331,12 @@ def main() -> None:
         for mode in args.modes:
             for name in networks:
                 for precision in args.precisions:
-                    if name == "reference" and (mode != "forward" or size != "128" or precision != "fp32"):
-                        continue  # the comparison the target names: one fp32 forward at 128^3
-                    if precision.startswith("fp32-") and (name != "dcfb" or (mode != "forward" and precision != "fp32-cl")):
+                    if name == "reference":
+                        # the comparison the target names: one fp32 forward at 128^3; with fp32-opt, in a process
+                        # that keeps freed memory as DCFB's fp32-opt does (its layers are not ours to re-lay out)
+                        if mode != "forward" or size != "128" or precision not in ("fp32", "fp32-opt"):
+                            continue
+                    elif precision.startswith("fp32-") and (name != "dcfb" or (mode != "forward" and precision != "fp32-cl")):
                         continue  # an inference path of the released network; channels-last also for training
                     print(f"[benchmark] {name} {mode} at {size}, {precision} ...", file=sys.stderr, flush=True)
                     cmd = [sys.executable, __file__, "--_one", name, size, mode, precision, "--repeats",
@@ -364,14 +367,21 @@ def main() -> None:
               f"{r['seconds']:>8.2f} {r['peak_gb']:>8.2f} {ratio:>13} {diff:>9} {_target_text(r):>16}")
     print(f"\nmax diff: largest |output - plain fp32 output|; the fused series stores steps of {1 / 4095:.1e}, so a "
           "fast path is kept only below that (bf16 is measured, not used)")
-    reference = next((r for r in rows if r["network"] == "reference" and "error" not in r), None)
-    ours = min((r for r in rows if r["network"] == "dcfb" and r["size"] == "128" and r["mode"] == "forward"
-                and r["precision"] in ("fp32", "fp32-opt") and "error" not in r), key=lambda r: r["seconds"], default=None)
-    if reference and ours:
-        speedup = reference["seconds"] / ours["seconds"]
-        verdict = "ok" if speedup >= REFERENCE_SPEEDUP_TARGET else "MISSED"
-        print(f"\nDCFB ({ours['precision']}) against the paper's network, fp32 forward at 128^3: {speedup:.1f}x faster "
-              f"(target >= {REFERENCE_SPEEDUP_TARGET:g}x {verdict})")
+    # like for like: each process setting against the reference in the same setting (the memory reuse of fp32-opt
+    # speeds the reference up too: comparing DCFB with it against the reference without it would flatter DCFB)
+    speedups = []
+    for precision in ("fp32", "fp32-opt"):
+        pair = [next((r for r in rows if r["network"] == n and r["size"] == "128" and r["mode"] == "forward"
+                      and r["precision"] == precision and "error" not in r), None) for n in ("reference", "dcfb")]
+        if all(pair):
+            speedups.append((pair[0]["seconds"] / pair[1]["seconds"], precision, pair[0]["seconds"], pair[1]["seconds"]))
+    for speedup, precision, theirs, ours in speedups:
+        print(f"\nDCFB against the paper's network, fp32 forward at 128^3, both {precision}: {theirs:.2f} s against "
+              f"{ours:.2f} s, {speedup:.1f}x faster")
+    if speedups:
+        best = max(speedups)
+        verdict = "ok" if best[0] >= REFERENCE_SPEEDUP_TARGET else "MISSED"
+        print(f"target >= {REFERENCE_SPEEDUP_TARGET:g}x (like for like, the faster setting: {best[1]}): {verdict}")
     if args.profile:
         profile(args.threads)
     if args.json:
