@@ -349,7 +349,7 @@ def test_inference_paths_equal_the_training_path(dims):
     of it must give what the training path computes, in one pass or in slabs (uneven ones included), scripted too,
     and must leave the network's input and its anchor decoders' shared features untouched."""
     torch.manual_seed(0)
-    net = DCFBNet(spatial_dims=dims, features=(8, 16, 32), anchor_pet_emphasis=(0.5,))
+    net = DCFBNet(spatial_dims=dims, features=(8, 16, 32), anchor_pet_emphasis=(0.5,), norm="NONE")  # as released
     with torch.no_grad():
         for decoder in (net.decoder, *net.anchor_decoders):
             for film in [decoder.deepest_film, decoder.detail_film, *decoder.decoder_films]:
@@ -372,3 +372,21 @@ def test_inference_paths_equal_the_training_path(dims):
     for out in outputs:
         assert out.shape == expected.shape
         assert (out - expected).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("shape", [(40, 24, 24), (160, 160, 8)])
+def test_encoders_paired_at_inference_give_each_encoders_features(shape):
+    """At inference the two encoders run a convolution that PyTorch would give its slow reference kernel as one grouped
+    convolution (``DCFBNet._encode``): at 40x24x24 every one, at 160x160x8 only the deepest level's second (the others
+    exceed the kernel's N*C*D*H bound). The features must be each encoder's own, scripted too."""
+    torch.manual_seed(0)
+    net = DCFBNet(features=(8, 16, 32), norm="NONE").eval()
+    assert net.pair_encoders
+    mri, pet = torch.rand((1, 1) + shape), torch.rand((1, 1) + shape)
+    with torch.no_grad():
+        expected = net.mri_encoder(mri) + net.pet_encoder(pet)
+        for encode in (net._encode, torch.jit.script(net)._encode):
+            mri_feats, pet_feats = encode(mri, pet)
+            for got, want in zip(mri_feats + pet_feats, expected):
+                assert got.shape == want.shape
+                assert (got - want).abs().max().item() < 1e-5

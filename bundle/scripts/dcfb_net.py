@@ -461,6 +461,8 @@ class DCFBNet(nn.Module):
         self.register_buffer("pet_emphasis", torch.tensor(float(pet_emphasis)), persistent=False)
         self.mri_encoder = _Encoder(spatial_dims, features, norm)
         self.pet_encoder = self.mri_encoder if shared_encoder else _Encoder(spatial_dims, features, norm)
+        # see _encode; with a normalisation the blocks' ADN layers hold per-channel parameters of one encoder each
+        self.pair_encoders = spatial_dims == 3 and not shared_encoder and norm is None
         self.blends = nn.ModuleList(
             [
                 CrossFeatureBlend(
@@ -485,14 +487,52 @@ class DCFBNet(nn.Module):
         self.knot_decoder = [0] + list(range(1, len(anchors) + 1)) + [0]
         self.register_load_state_dict_pre_hook(_legacy_decoder_names)
 
+    def _encode(self, mri: torch.Tensor, pet: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Both encoders' features, level by level: ([B, f_i, *S_i] per level for the MRI, the same for the PET).
+
+        At inference on one volume on a CPU, a convolution that PyTorch would send to its slow reference kernel (batch
+        1 and N*C*D*H <= 20480; for a 128^3 input the first convolutions, 1 channel at 128x128, and the deepest, 64
+        channels at 16x16) runs for both encoders at once as one grouped convolution, which PyTorch gives to oneDNN:
+        the same arithmetic (measured at 128^3: 14.7 against 1.8 ms for the first pair, 17.3 against 3.3 ms for the
+        deepest). Elsewhere one grouped convolution was slower than the two plain ones, so the encoders run apart
+        there."""
+        if self.training or not self.pair_encoders or mri.shape[0] != 1 or mri.device.type != "cpu":
+            return self.mri_encoder(mri), self.pet_encoder(pet)
+        mri_feats: list[torch.Tensor] = []
+        pet_feats: list[torch.Tensor] = []
+        for mri_level, pet_level in zip(self.mri_encoder.levels, self.pet_encoder.levels):
+            for j, (mri_block, pet_block) in enumerate(zip(mri_level, pet_level)):
+                if mri.shape[1] * mri.shape[2] * mri.shape[3] > 20480:
+                    mri, pet = mri_block(mri), pet_block(pet)
+                else:
+                    conv, other = mri_block.conv, pet_block.conv
+                    weight = torch.cat([conv.weight, other.weight], dim=0)
+                    bias, other_bias = conv.bias, other.bias
+                    both_bias: torch.Tensor | None = None
+                    if bias is not None and other_bias is not None:
+                        both_bias = torch.cat([bias, other_bias], dim=0)
+                    both = torch.cat([mri, pet], dim=1)
+                    if conv.weight.is_contiguous(memory_format=torch.channels_last_3d):
+                        # in the weights' layout: at the first pair (1 channel each, which the concatenation leaves in
+                        # the default layout) 2.8 against 5.0 ms
+                        both = both.contiguous(memory_format=torch.channels_last_3d)
+                    # _Encoder's blocks: 3x3x3, padding 1; the first of a level strided (TorchScript does not read a
+                    # convolution's stride from a module taken out of a container)
+                    pair = F.conv3d(both, weight, both_bias, 2 if j == 0 else 1, 1, 1, 2)
+                    pair = mri_block.adn(pair)  # the activation alone (no normalisation: see pair_encoders)
+                    out_channels = conv.weight.shape[0]
+                    mri, pet = pair[:, :out_channels], pair[:, out_channels:]
+            mri_feats.append(mri)
+            pet_feats.append(pet)
+        return mri_feats, pet_feats
+
     def forward(self, image: torch.Tensor, pet_emphasis: torch.Tensor | None = None) -> torch.Tensor:
         mri, pet = image[:, 0:1], image[:, 1:2]
         if pet_emphasis is None:
             emphasis = self.pet_emphasis.to(image.dtype).expand(image.shape[0])
         else:
             emphasis = pet_emphasis.to(device=image.device, dtype=image.dtype).reshape(-1).expand(image.shape[0])
-        mri_feats = self.mri_encoder(mri)
-        pet_feats = self.pet_encoder(pet)
+        mri_feats, pet_feats = self._encode(mri, pet)
         blended: list[torch.Tensor] = []
         for i, blend in enumerate(self.blends):
             b, _, _ = blend(mri_feats[i], pet_feats[i])
