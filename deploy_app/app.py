@@ -23,7 +23,6 @@ from monai.deploy.operators import DICOMSeriesSelectorOperator
 
 from . import memory_reuse
 from .errors import FusionInputError
-from .memory_reuse import cpu_fast_path_enabled
 from .operators import (
     CheckedDICOMDataLoaderOperator,
     FusedSeriesWriterOperator,
@@ -130,7 +129,7 @@ def split_arguments(argv: list[str]) -> tuple[FusionOptions, list[str]]:
     if ours.pet_emphasis is not None and not 0.0 <= float(ours.pet_emphasis) <= 1.0:
         parser.error(f"--pet_emphasis (or DCFB_PET_EMPHASIS) must be in [0, 1], got {ours.pet_emphasis}")
     emphasis = None if ours.pet_emphasis is None else float(ours.pet_emphasis)
-    return FusionOptions(ours.rules, ours.nifti, ours.preview, emphasis, cpu_fast_path_enabled()), [argv[0], *rest]
+    return FusionOptions(ours.rules, ours.nifti, ours.preview, emphasis, memory_reuse.cpu_fast_path_enabled()), [argv[0], *rest]
 
 
 def output_argument(sdk_argv: list[str]) -> Path:

@@ -28,10 +28,9 @@ _M_ARENA_MAX = -8
 policy: str | None = None
 
 
-def cpu_fast_path_enabled(environ: dict | None = None) -> bool:
+def cpu_fast_path_enabled() -> bool:
     """``DCFB_CPU_OPTIMIZE``: on unless set to 0, false, no or off."""
-    value = (os.environ if environ is None else environ).get("DCFB_CPU_OPTIMIZE", "1")
-    return value.strip().lower() not in ("0", "false", "no", "off")
+    return os.environ.get("DCFB_CPU_OPTIMIZE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def keep_freed_memory() -> str:
