@@ -129,7 +129,8 @@ def split_arguments(argv: list[str]) -> tuple[FusionOptions, list[str]]:
     if ours.pet_emphasis is not None and not 0.0 <= float(ours.pet_emphasis) <= 1.0:
         parser.error(f"--pet_emphasis (or DCFB_PET_EMPHASIS) must be in [0, 1], got {ours.pet_emphasis}")
     emphasis = None if ours.pet_emphasis is None else float(ours.pet_emphasis)
-    return FusionOptions(ours.rules, ours.nifti, ours.preview, emphasis, memory_reuse.cpu_fast_path_enabled()), [argv[0], *rest]
+    options = FusionOptions(ours.rules, ours.nifti, ours.preview, emphasis, memory_reuse.cpu_fast_path_enabled())
+    return options, [argv[0], *rest]
 
 
 def output_argument(sdk_argv: list[str]) -> Path:
