@@ -390,3 +390,67 @@ def test_encoders_paired_at_inference_give_each_encoders_features(shape):
             for got, want in zip(mri_feats + pet_feats, expected):
                 assert got.shape == want.shape
                 assert (got - want).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_separable_offsets_start_at_zero_learn_and_export(dims):
+    """``separable_offsets``: the offsets from a depthwise and a 1x1 convolution. An untrained one reads the voxel
+    itself (as the full convolution does), gradients reach both layers, and the network scripts and exports."""
+    torch.manual_seed(0)
+    att = DeformableCrossAttention(dims, 8, num_heads=2, num_points=3, separable_offsets=True)
+    assert [m.groups for m in att.offsets] == [16, 1]
+    q, c = torch.rand((1, 8) + (10,) * dims), torch.rand((1, 8) + (10,) * dims)
+    with torch.no_grad():
+        assert att.sampling_offsets(q, c).abs().max() == 0
+    net = DCFBNet(spatial_dims=dims, features=(8, 16, 32), separable_offsets=True, norm="NONE")
+    x = torch.rand((1, 2) + (32,) * dims)
+    depthwise, pointwise = net.blends[1].cross[0].offsets
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    net(x).mean().backward()  # the 1x1 layer starts at zero: it learns first, then the depthwise one through it
+    assert pointwise.weight.grad.abs().sum() > 0
+    optimizer.step()
+    optimizer.zero_grad()
+    net(x).mean().backward()
+    assert depthwise.weight.grad.abs().sum() > 0
+    net.eval()
+    with torch.no_grad():
+        assert (torch.jit.script(net)(x) - net(x)).abs().max().item() < 1e-5
+    with pytest.raises(TypeError, match="separable_offsets"):
+        DCFBNet(features=(8, 16), separable_offsets="true")
+
+
+def test_separable_offsets_converted_from_full_ones(tmp_path):
+    """``scripts.separable_offsets``: a full offset kernel of rank one per input channel converts exactly (the
+    network's output is unchanged); a trained kernel converts to its nearest such kernel (the output moves, the
+    offsets' error stays below the kernel's own distance from rank one); a checkpoint without full offset
+    convolutions is refused by name."""
+    from scripts.separable_offsets import convert, factor_kernel, main
+
+    torch.manual_seed(0)
+    full = DCFBNet(features=(8, 16, 32), norm="NONE").eval()
+    with torch.no_grad():
+        for block in full.blends:
+            for att in block.cross:
+                out_ch, in_ch = att.offsets.weight.shape[:2]
+                pointwise, spatial = torch.randn(out_ch, in_ch, 1, 1, 1), torch.randn(1, in_ch, 3, 3, 3)
+                att.offsets.weight.copy_(0.02 * pointwise * spatial)  # rank one per input channel
+                att.offsets.bias.normal_(0, 0.1)
+    torch.save(full.state_dict(), tmp_path / "full.pt")
+    assert main(["--checkpoint", str(tmp_path / "full.pt"), "--output", str(tmp_path / "sep.pt")]) == 0
+    separable = DCFBNet(features=(8, 16, 32), norm="NONE", separable_offsets=True).eval()
+    separable.load_state_dict(torch.load(tmp_path / "sep.pt", weights_only=True))
+    x = torch.rand(1, 2, 32, 32, 32)
+    with torch.no_grad():
+        assert (separable(x) - full(x)).abs().max().item() < 1e-5
+
+    weight = torch.randn(12, 6, 3, 3, 3)  # a generic kernel: only approximated
+    dw, dw_bias, pw, pw_bias = factor_kernel(weight, torch.zeros(12))
+    approx = pw.reshape(12, 6, 1) * dw.reshape(1, 6, 27)
+    error = (approx - weight.reshape(12, 6, 27)).norm()
+    assert 0 < error < weight.norm()
+    assert torch.equal(dw_bias, torch.zeros(6)) and torch.equal(pw_bias, torch.zeros(12))
+
+    with pytest.raises(ValueError, match="sep.pt: no full offset convolutions"):
+        convert(str(tmp_path / "sep.pt"), str(tmp_path / "again.pt"))
+    assert main(["--checkpoint", str(tmp_path / "sep.pt"), "--output", str(tmp_path / "again.pt")]) == 1
+    assert not (tmp_path / "again.pt").exists()
