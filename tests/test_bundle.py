@@ -267,7 +267,7 @@ def test_anchor_overlay_trains_one_anchor_decoder_and_nothing_else(bundle_copy, 
         from scripts.dcfb_net import DCFBNet
 
         torch.manual_seed(0)
-        base = DCFBNet(norm="NONE")
+        base = DCFBNet(norm="NONE", separable_offsets=True)  # as train.json builds it
         torch.save(base.state_dict(), tmp_path / "base.pt")
         start = assemble(str(tmp_path / "base.pt"), {0.3: None, 0.5: None, 0.7: None}, str(tmp_path / "start.pt"))
         wf = _workflow(bundle_copy, ["train.json", "train_anchor.json"], "train", run_id="training",
@@ -294,7 +294,7 @@ def test_2d_variant_with_the_3d_loss_is_the_3d_network_but_two_dimensional():
     inner = parser.get("network_def")["network"]
     reference = ConfigParser.load_config_file(os.path.join(ROOT, "bundle", "configs", "train.json"))["network_def"]
     assert inner["spatial_dims"] == 2
-    for key in ("features", "num_heads", "num_points", "max_offset", "norm", "pet_emphasis"):
+    for key in ("features", "num_heads", "num_points", "max_offset", "norm", "pet_emphasis", "separable_offsets"):
         assert inner[key] == reference[key], key
 
 
