@@ -10,6 +10,8 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+import types
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
@@ -21,7 +23,9 @@ import torch
 from conftest import ROOT, dciodvfy_errors, read_series
 from monai.bundle import ConfigWorkflow
 
-from deploy_app.operators.fused_series_writer import RESCALE_SLOPE
+from deploy_app.errors import FusionInputError
+from deploy_app.operators import fused_series_writer
+from deploy_app.operators.fused_series_writer import RESCALE_SLOPE, write_processes, write_slices_in_processes
 
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -151,9 +155,98 @@ def test_cpu_optimised_model_gives_the_plain_models_fusion(tiny_study, app_bundl
         if name == "optimised":  # glibc, as on every Linux machine the tests run on
             assert runtime.pop("memory").startswith("freed memory kept for reuse (glibc mallopt")
             assert "CPU memory: freed memory kept for reuse" in proc.stderr + proc.stdout
-        assert runtime == {"device": "cpu", "cpu_optimized": name == "optimised"}
+        processes = write_processes(len(os.listdir(Path(tiny_study) / "MR"))) if name == "optimised" else 1
+        assert runtime == {"device": "cpu", "cpu_optimized": name == "optimised", "write_processes": processes}
         runs[name] = np.stack([ds.pixel_array for ds in series_files(tmp_path / name / "fused_dicom")]).astype(int)
     assert np.abs(runs["optimised"] - runs["plain"]).max() <= 1
+
+
+# what may differ between two runs' objects: their own UIDs and when they were made
+RUN_SPECIFIC = {"SOPInstanceUID", "SeriesInstanceUID", "MediaStorageSOPInstanceUID", "FileMetaInformationGroupLength",
+                "ContentDate", "ContentTime", "InstanceCreationDate", "InstanceCreationTime", "SeriesDate", "SeriesTime",
+                "DateOfSecondaryCapture", "TimeOfSecondaryCapture", "ContributionDateTime"}
+
+
+def comparable(ds: pydicom.Dataset) -> dict:
+    return {elem.keyword or str(elem.tag): elem.value for elem in [*getattr(ds, "file_meta", []), *ds]
+            if elem.keyword not in RUN_SPECIFIC and elem.VR != "SQ"} | {"items": [
+                comparable(item) for elem in ds if elem.VR == "SQ" for item in elem.value]}
+
+
+def test_slices_written_by_several_processes_equal_those_written_by_one(tiny_study, app_bundle, tmp_path):
+    """Three writing processes give the objects one gives, element for element but for each run's own UIDs and
+    times; every SOP Instance UID is unique across both runs. (A study without registration: SimpleITK's
+    registration differs between runs in the 11th digit, and with it the PET resampled onto the MR grid. The
+    registered study's outputs, also written by several processes, are checked in the oblique study's test.)"""
+    objects = {}
+    for processes in ("1", "3"):
+        out = tmp_path / processes
+        proc = run_app(tiny_study, out, app_bundle, env={"DCFB_WRITE_PROCESSES": processes})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert json.loads((out / "fusion_summary.json").read_text())["runtime"]["write_processes"] == int(processes)
+        assert ("in 3 processes" in proc.stderr + proc.stdout) == (processes == "3")
+        objects[processes] = {str(p.relative_to(out)): pydicom.dcmread(p) for p in sorted(out.rglob("*.dcm"))}
+    one, three = objects["1"], objects["3"]
+    assert list(one) == list(three) and len(one) > 3 * 16
+    assert {name.split("/")[0] for name in one} == {"fused_dicom", "fusion_color_dicom"}
+    for name in one:
+        assert comparable(one[name]) == comparable(three[name]), name
+    uids = [ds.SOPInstanceUID for run in (one, three) for ds in run.values()]
+    assert len(set(uids)) == len(uids)
+    bad = run_app(tiny_study, tmp_path / "bad", app_bundle, "--write_processes", "0")
+    assert bad.returncode == 2 and "write_processes" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def _fake_slices(fail_at: dict):
+    """A stand-in for ``write_slices``: one marker file per slice; at the slices named in ``fail_at`` it raises, dies
+    or hangs as said."""
+
+    def write(plan, indices):
+        for k in indices:
+            what = fail_at.get(int(k))
+            if what == "input":
+                raise FusionInputError(f"MR image {k}: FrameOfReferenceUID is not a valid value")
+            if what == "internal":
+                raise ValueError("an encoder's bug")
+            if what == "die":
+                os._exit(9)
+            if what == "hang":
+                time.sleep(600)
+            (plan.stage / f"{k:03d}").write_text("written")
+
+    return write
+
+
+@pytest.mark.parametrize("fail_at, error, message", [
+    ({}, None, None),
+    ({70: "input"}, FusionInputError, "MR image 70: FrameOfReferenceUID is not a valid value"),
+    ({70: "internal"}, RuntimeError, "writing slices 51-75 failed in a child process: ValueError: an encoder's bug"),
+    ({99: "die"}, RuntimeError, "writing slices 76-100 failed in a child process: the process ended without an "
+                                "answer (exit status 9)"),
+    ({30: "hang"}, RuntimeError, "writing slices 26-50 failed in a child process: no answer within 2 s"),
+    ({3: "internal", 80: "hang"}, ValueError, "an encoder's bug"),
+])
+def test_writing_processes_report_each_failure_and_leave_none_running(fail_at, error, message, tmp_path, monkeypatch):
+    """The orchestration alone (``write_slices`` replaced): four parts of 25 slices, the first in this process. An
+    input error in a child refuses as one, any other failure of a child is an internal error naming its slices, a
+    child that hangs is killed, and when this process's own part fails, the children are still waited for."""
+    monkeypatch.setattr(fused_series_writer, "write_slices", _fake_slices(fail_at))
+    monkeypatch.setattr(fused_series_writer, "CHILD_SECONDS_MIN", 2.0)
+    monkeypatch.setattr(fused_series_writer, "CHILD_SECONDS_PER_SLICE", 0.01)
+    plan = types.SimpleNamespace(mr_datasets=[None] * 100, stage=tmp_path)
+    start = time.monotonic()
+    if error is None:
+        write_slices_in_processes(plan, 4)
+    else:
+        with pytest.raises(error) as raised:
+            write_slices_in_processes(plan, 4)
+        assert str(raised.value) == message
+    assert time.monotonic() - start < 30
+    written = sorted(p.name for p in tmp_path.iterdir())
+    if not fail_at:
+        assert written == [f"{k:03d}" for k in range(100)]
+    time.sleep(0.5)  # no child is left to write anything after the call has returned
+    assert sorted(p.name for p in tmp_path.iterdir()) == written
 
 
 def test_oblique_sagittal_mr_with_pet_in_another_frame_is_registered_and_fused(oblique_study, app_bundle, tmp_path):
@@ -163,6 +256,8 @@ def test_oblique_sagittal_mr_with_pet_in_another_frame_is_registered_and_fused(o
     check_fused_series_geometry(out, oblique_study)
     summary = json.loads((out / "fusion_summary.json").read_text())
     assert summary["alignment"]["performed"] is True
+    # the four outputs' per-slice objects written by as many processes as the machine offers (2 on CI's machine)
+    assert summary["runtime"]["write_processes"] == write_processes(len(os.listdir(Path(oblique_study) / "MR")))
     # The known motion between the two sessions (RAS, MR -> PET) against what the registration found (LPS, PET -> MR).
     pet_from_mr_ras = np.asarray(json.loads((Path(oblique_study) / "export.json").read_text())["pet_world_from_mr_world"])
     found_mr_from_pet = LPS_FROM_RAS @ np.asarray(summary["mr_from_pt_world_lps"]) @ LPS_FROM_RAS

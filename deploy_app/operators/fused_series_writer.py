@@ -10,9 +10,13 @@ import datetime as dt
 import json
 import logging
 import os
+import select
 import shutil
+import signal
+import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import highdicom as hd
@@ -182,6 +186,150 @@ def patient_orientation(ds: Dataset) -> tuple[str, str]:
     return letter(cosines[:3]), letter(cosines[3:])
 
 
+@dataclass(frozen=True)
+class SlicePlan:
+    """Everything the per-slice writing needs, decided once for the whole series (``_write_all``)."""
+
+    result: FusionResult
+    stage: Path
+    mr_datasets: list
+    pt_datasets: list
+    pet: np.ndarray
+    window: PetWindow
+    bar: np.ndarray
+    pet_sources: list
+    units: PetUnits
+    description: str
+    now: dt.datetime
+    uids: dict
+    numbers: dict
+    registered: bool
+
+
+def write_slices(plan: SlicePlan, indices) -> None:
+    """The images of MR slices ``indices`` (0-based) of every per-slice series, into ``plan.stage``."""
+    for k in indices:
+        source = plan.mr_datasets[k]
+        derived = derived_mr_slice(source, plan.result.fused[k], plan.uids["fused"], plan.numbers["fused"], k + 1,
+                                   plan.description, plan.pet_sources[k], plan.now)
+        derived.save_as(plan.stage / OUTPUT_NAMES["fused"] / f"IM{k + 1:05d}.dcm", enforce_file_format=True)
+        rgb = with_colour_bar(pet_overlay_rgb(plan.result.fused[k], plan.pet[k], plan.window), plan.bar)
+        color = colour_slice(source, rgb, plan.uids["color"], plan.numbers["color"], k + 1, plan.description,
+                             derived.SourceImageSequence)
+        color.save_as(plan.stage / OUTPUT_NAMES["color"] / f"SC{k + 1:05d}.dcm", enforce_file_format=True)
+        if plan.registered:
+            pet_slice = registered_pet_slice(source, plan.pt_datasets[0], plan.pet[k], plan.units,
+                                             plan.uids["registered_pet"], plan.numbers["registered_pet"], k + 1,
+                                             len(plan.mr_datasets), plan.pet_sources[k], plan.description, plan.now)
+            pet_slice.save_as(plan.stage / OUTPUT_NAMES["registered_pet"] / f"PT{k + 1:05d}.dcm",
+                              enforce_file_format=True)
+
+
+# The per-slice work (each header built and checked, the colour overlay, pydicom's encoding) is pure Python, one core's
+# worth however many the machine has: 3.0-4.4 s of a 15-18 s app run on the sample study on the 2-core machine, the
+# largest stage after the network. Threads would wait on each other for the GIL; processes forked here share the
+# series, the fused volume and the plan without copying them. A fork copies only the thread that calls it: the
+# children run this module's Python, pydicom, highdicom and numpy, never PyTorch or Holoscan, whose threads the fork
+# leaves behind, and leave with os._exit, running none of the parent's exit handlers. (Not multiprocessing.Process:
+# its child start-up and shut-down expect the fork to come from a Python thread, and Holoscan runs the operators on
+# its own threads, where that child ends with exit code 1 before doing anything.) Each child answers through a pipe
+# (nothing, or the error's kind and text), so that an input error in a child still refuses the study with its one
+# line, and any failure leaves nothing behind (the stage folder is removed).
+MIN_SLICES_PER_PROCESS = 16
+MAX_WRITE_PROCESSES = 4
+# a child that has not answered after this much per slice (measured: about 0.02 s) is stuck, not slow
+CHILD_SECONDS_PER_SLICE, CHILD_SECONDS_MIN = 1.0, 60.0
+
+
+def write_processes(n_slices: int) -> int:
+    """How many processes write a series of ``n_slices`` images here: the CPUs this process may use (at most
+    ``MAX_WRITE_PROCESSES``), fewer for a short series, 1 where there is no ``os.fork``."""
+    if not hasattr(os, "fork"):
+        return 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cpus, MAX_WRITE_PROCESSES, n_slices // MIN_SLICES_PER_PROCESS))
+
+
+def _fork_part(plan: SlicePlan, indices) -> tuple[int, int]:
+    """Fork a child that writes slices ``indices`` and answers through a pipe; returns (its pid, the pipe's end)."""
+    receive, send = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(send)
+        return pid, receive
+    status = 1
+    try:
+        os.close(receive)
+        try:
+            write_slices(plan, indices)
+            outcome = None
+        except FusionInputError as err:
+            outcome = ["input", str(err)]
+        except Exception as err:  # noqa: BLE001 - every failure goes back to the parent, which raises it
+            outcome = ["internal", f"{type(err).__name__}: {err}"[:2000]]
+        os.write(send, json.dumps(outcome).encode())  # at most a few kB: the pipe holds it without a reader
+        status = 0
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(status)
+
+
+def _answer(pid: int, receive: int, limit: float) -> tuple[str, str] | None:
+    """The child's answer (None: its slices are written), after it has ended; a child silent for ``limit``
+    seconds is killed."""
+    chunks, deadline = [], time.monotonic() + limit
+    with os.fdopen(receive, "rb", buffering=0) as pipe:
+        while True:
+            ready, _, _ = select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return "internal", f"no answer within {limit:.0f} s"
+            chunk = pipe.read(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    _, status = os.waitpid(pid, 0)
+    if not chunks:
+        return "internal", f"the process ended without an answer (exit status {os.waitstatus_to_exitcode(status)})"
+    try:
+        outcome = json.loads(b"".join(chunks))
+    except ValueError:
+        return "internal", "the process's answer could not be read"
+    return None if outcome is None else tuple(outcome)
+
+
+def write_slices_in_processes(plan: SlicePlan, processes: int) -> None:
+    """All slices of ``plan``, in ``processes`` contiguous parts: the first here, the others in forked children.
+    Raises ``FusionInputError`` or ``RuntimeError`` when any part fails (after every child has ended)."""
+    parts = [part for part in np.array_split(np.arange(len(plan.mr_datasets)), max(1, processes)) if len(part)]
+    if len(parts) == 1:
+        write_slices(plan, parts[0])
+        return
+    logger.info("writing the %d slices of each series in %d processes", len(plan.mr_datasets), len(parts))
+    for stream in (sys.stdout, sys.stderr):  # or the children would print what is still buffered here again
+        stream.flush()
+    children = []
+    try:
+        for part in parts[1:]:
+            children.append((*_fork_part(plan, part), part))
+        write_slices(plan, parts[0])
+    finally:
+        # every child is waited for, also when this part failed: none is left behind writing into the stage folder
+        failures = []
+        for pid, receive, part in children:
+            outcome = _answer(pid, receive, max(CHILD_SECONDS_MIN, CHILD_SECONDS_PER_SLICE * len(part)))
+            if outcome is not None:
+                failures.append((outcome, part))
+    for (kind, message), _ in failures:
+        if kind == "input":
+            raise FusionInputError(message)
+    if failures:
+        (_, message), part = failures[0]
+        raise RuntimeError(f"writing slices {part[0] + 1}-{part[-1] + 1} failed in a child process: {message}")
+
+
 class FusedSeriesWriterOperator(Operator):
     """Writes a ``FusionResult`` into ``output_folder``.
 
@@ -196,11 +344,16 @@ class FusedSeriesWriterOperator(Operator):
         ``fused.nii.gz`` and ``preview.png`` when ``write_nifti`` / ``write_preview`` are set.
         ``fusion_summary.json``: the series written, the sources, the PET's unit, the alignment and timings (no
             patient data).
+
+    The per-slice images are written by ``processes`` processes: None, as many as ``write_processes`` finds useful
+    (the CPUs, at most 4); 1, this one alone (see ``write_slices_in_processes``).
     """
 
     def __init__(self, fragment, *args, output_folder: Path, write_nifti: bool = False, write_preview: bool = False,
-                 model_description: str = "", pet_emphasis: float | None = None, **kwargs):
+                 model_description: str = "", pet_emphasis: float | None = None, processes: int | None = None,
+                 **kwargs):
         self.output_folder = prepare_output_folder(output_folder)
+        self.processes = processes
         self.write_nifti, self.write_preview = write_nifti, write_preview
         self.model_description = model_description
         self.pet_emphasis = pet_emphasis
@@ -252,20 +405,12 @@ class FusedSeriesWriterOperator(Operator):
         kinds = ["fused", "color"] + (["registered_pet", "registration"] if registered else [])
         for kind in kinds:
             (stage / OUTPUT_NAMES[kind]).mkdir()
-        for k, source in enumerate(mr_datasets):
-            derived = derived_mr_slice(source, result.fused[k], uids["fused"], numbers["fused"], k + 1, description,
-                                       pet_sources[k], now)
-            derived.save_as(stage / OUTPUT_NAMES["fused"] / f"IM{k + 1:05d}.dcm", enforce_file_format=True)
-            rgb = with_colour_bar(pet_overlay_rgb(result.fused[k], pet[k], window), bar)
-            color = colour_slice(source, rgb, uids["color"], numbers["color"], k + 1, description,
-                                 derived.SourceImageSequence)
-            color.save_as(stage / OUTPUT_NAMES["color"] / f"SC{k + 1:05d}.dcm", enforce_file_format=True)
-            if registered:
-                pet_slice = registered_pet_slice(source, pt_datasets[0], pet[k], units, uids["registered_pet"],
-                                                 numbers["registered_pet"], k + 1, len(mr_datasets), pet_sources[k],
-                                                 description, now)
-                pet_slice.save_as(stage / OUTPUT_NAMES["registered_pet"] / f"PT{k + 1:05d}.dcm",
-                                  enforce_file_format=True)
+        plan = SlicePlan(result=result, stage=stage, mr_datasets=mr_datasets, pt_datasets=pt_datasets, pet=pet,
+                         window=window, bar=bar, pet_sources=pet_sources, units=units, description=description, now=now,
+                         uids=uids, numbers=numbers, registered=registered)
+        processes = self.processes if self.processes is not None else write_processes(len(mr_datasets))
+        write_slices_in_processes(plan, processes)
+        runtime = {**self.runtime, "write_processes": processes}
         if registered:
             registration = spatial_registration(mr_datasets, pt_datasets, pair.mr_from_pt_world, uids["registration"],
                                                 numbers["registration"], "Rigid mutual-information registration "
@@ -285,7 +430,7 @@ class FusedSeriesWriterOperator(Operator):
             write_preview_png(preview, window, stage / OUTPUT_NAMES["preview"])
             written.append(OUTPUT_NAMES["preview"])
         return {"app": APP_NAME, "version": APP_VERSION, "model": self.model_description,
-                "pet_emphasis": self.pet_emphasis, "runtime": self.runtime,
+                "pet_emphasis": self.pet_emphasis, "runtime": runtime,
                 "written": written + [OUTPUT_NAMES["summary"]],
                 "series_instance_uids": {kind: uids[kind] for kind in kinds},
                 "fused_series_instance_uid": uids["fused"], "color_series_instance_uid": uids["color"],
