@@ -41,22 +41,22 @@ DEFAULT_RULES = Path(__file__).with_name("series_selection_rules.json")
 class FusionOptions:
     """What a site may set beyond the SDK's input, output and model paths (flags, or environment variables
     for a MAP: DCFB_SELECTION_RULES, DCFB_WRITE_NIFTI, DCFB_WRITE_PREVIEW, DCFB_PET_EMPHASIS, DCFB_CPU_OPTIMIZE,
-    DCFB_WRITE_PROCESSES).
+    DCFB_DICOM_PROCESSES).
 
     ``pet_emphasis``: lambda in [0, 1] of the conditioned network (0 keeps more MRI, 1 more PET); None takes the
     bundle's default (``pet_emphasis`` in its ``configs/inference.json``). ``optimize_cpu``: on a CPU, run the
     TorchScript model with its weights in channels-last 3D layout (``fusion_inference.optimize_for_cpu``; the same
     fp32 arithmetic in another order; faster on a whole brain; on by default, ``DCFB_CPU_OPTIMIZE=0`` turns it
     off, and with it ``memory_reuse.keep_freed_memory``, which ``__main__`` applies, and the writing of the DICOM
-    slices in several processes). ``write_processes``: how many processes write the DICOM slices; None, one per CPU
-    (at most 4, ``fused_series_writer.write_processes``) with ``optimize_cpu``, else 1."""
+    files in several processes). ``dicom_processes``: how many processes check the DICOM files read and write the
+    DICOM slices; None, one per CPU (at most 4, ``forked_parts.available_processes``) with ``optimize_cpu``, else 1."""
 
     rules_file: Path = DEFAULT_RULES
     write_nifti: bool = False
     write_preview: bool = False
     pet_emphasis: float | None = None
     optimize_cpu: bool = True
-    write_processes: int | None = None
+    dicom_processes: int | None = None
 
 
 def load_selection_rules(path: Path) -> dict:
@@ -84,11 +84,11 @@ class DCFBFusionApp(Application):
         input_folder, output_folder = Path(context.input_path), Path(context.output_path)
         rules = load_selection_rules(self.fusion_options.rules_file)
 
+        dicom_processes = self.fusion_options.dicom_processes or (None if self.fusion_options.optimize_cpu else 1)
         # Built first: they refuse an unwritable output folder or an unreadable model before any DICOM is read.
         writer = FusedSeriesWriterOperator(self, output_folder=output_folder, write_nifti=self.fusion_options.write_nifti,
                                            write_preview=self.fusion_options.write_preview,
-                                           processes=self.fusion_options.write_processes
-                                           or (None if self.fusion_options.optimize_cpu else 1),
+                                           processes=dicom_processes,
                                            name="fused_series_writer")
         inference = FusionInferenceOperator(self, model_path=Path(context.model_path),
                                             pet_emphasis=self.fusion_options.pet_emphasis,
@@ -102,7 +102,7 @@ class DCFBFusionApp(Application):
             writer.runtime["memory"] = memory_reuse.policy
 
         loader = CheckedDICOMDataLoaderOperator(self, CountCondition(self, 1), input_folder=input_folder,
-                                                name="dicom_study_loader")
+                                                processes=dicom_processes, name="dicom_study_loader")
         mr_selector = DICOMSeriesSelectorOperator(self, rules=json.dumps(rules["MR"]), all_matched=True,
                                                   sort_by_sop_instance_count=True, name="mr_series_selector")
         pt_selector = DICOMSeriesSelectorOperator(self, rules=json.dumps(rules["PT"]), all_matched=True,
@@ -132,12 +132,12 @@ def split_arguments(argv: list[str]) -> tuple[FusionOptions, list[str]]:
     parser.add_argument("--nifti", action="store_true", default=env_flag("DCFB_WRITE_NIFTI"))
     parser.add_argument("--preview", action="store_true", default=env_flag("DCFB_WRITE_PREVIEW"))
     parser.add_argument("--pet_emphasis", type=float, default=os.environ.get("DCFB_PET_EMPHASIS") or None)
-    parser.add_argument("--write_processes", default=os.environ.get("DCFB_WRITE_PROCESSES") or None)
+    parser.add_argument("--dicom_processes", default=os.environ.get("DCFB_DICOM_PROCESSES") or None)
     ours, rest = parser.parse_known_args(argv[1:])
-    processes = ours.write_processes
+    processes = ours.dicom_processes
     if processes is not None and not (str(processes).isdigit() and int(processes) >= 1):
-        parser.error(f"--write_processes (or DCFB_WRITE_PROCESSES) must be a whole number of at least 1, "
-                     f"got {ours.write_processes!r}")
+        parser.error(f"--dicom_processes (or DCFB_DICOM_PROCESSES) must be a whole number of at least 1, "
+                     f"got {processes!r}")
     if ours.pet_emphasis is not None and not 0.0 <= float(ours.pet_emphasis) <= 1.0:
         parser.error(f"--pet_emphasis (or DCFB_PET_EMPHASIS) must be in [0, 1], got {ours.pet_emphasis}")
     emphasis = None if ours.pet_emphasis is None else float(ours.pet_emphasis)
@@ -155,7 +155,7 @@ def output_argument(sdk_argv: list[str]) -> Path:
 
 
 USAGE = """usage: python -m deploy_app -i DICOM_FOLDER -o OUTPUT_FOLDER -m BUNDLE_OR_MODEL_TS
-                          [--nifti] [--preview] [--rules RULES.json] [--pet_emphasis L] [--write_processes N]
+                          [--nifti] [--preview] [--rules RULES.json] [--pet_emphasis L] [--dicom_processes N]
                           [-l LEVEL]
 Without -i/-o/-m the SDK's HOLOSCAN_INPUT_PATH, HOLOSCAN_OUTPUT_PATH and HOLOSCAN_MODEL_PATH are used."""
 

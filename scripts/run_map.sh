@@ -2,7 +2,8 @@
 # Run the MAP (built by scripts/build_map.sh) on a folder of DICOM files, the MAP's way, and exit with the app's
 # own status: 0 done, 1 input refused, 2 usage, 3 internal error.
 #   bash scripts/run_map.sh -i DICOM_FOLDER -o OUTPUT_FOLDER [--image TAG] [--monai-deploy-run] [-e NAME=VALUE ...]
-# -e passes the app's settings (DCFB_PET_EMPHASIS, DCFB_WRITE_PREVIEW, DCFB_WRITE_NIFTI, DCFB_SELECTION_RULES, DCFB_CPU_OPTIMIZE).
+# -e passes the app's settings (DCFB_PET_EMPHASIS, DCFB_WRITE_PREVIEW, DCFB_WRITE_NIFTI, DCFB_SELECTION_RULES, DCFB_CPU_OPTIMIZE,
+# DCFB_DICOM_PROCESSES).
 # MAP conventions: the input is mounted read-only at /var/holoscan/input, the output at /var/holoscan/output,
 # the model is inside the image (/opt/holoscan/models), and the app runs as the image's user, `holoscan`
 # (UID 1000: its Python packages live in that user's home, so another UID cannot start the app). The output is

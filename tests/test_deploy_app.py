@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import time
-import types
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
@@ -24,8 +23,8 @@ from conftest import ROOT, dciodvfy_errors, read_series
 from monai.bundle import ConfigWorkflow
 
 from deploy_app.errors import FusionInputError
-from deploy_app.operators import fused_series_writer
-from deploy_app.operators.fused_series_writer import RESCALE_SLOPE, write_processes, write_slices_in_processes
+from deploy_app.forked_parts import contiguous_parts, run_in_forked_parts
+from deploy_app.operators.fused_series_writer import RESCALE_SLOPE, write_processes
 
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -181,7 +180,7 @@ def test_slices_written_by_several_processes_equal_those_written_by_one(tiny_stu
     objects = {}
     for processes in ("1", "3"):
         out = tmp_path / processes
-        proc = run_app(tiny_study, out, app_bundle, env={"DCFB_WRITE_PROCESSES": processes})
+        proc = run_app(tiny_study, out, app_bundle, env={"DCFB_DICOM_PROCESSES": processes})
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert json.loads((out / "fusion_summary.json").read_text())["runtime"]["write_processes"] == int(processes)
         assert ("in 3 processes" in proc.stderr + proc.stdout) == (processes == "3")
@@ -193,17 +192,17 @@ def test_slices_written_by_several_processes_equal_those_written_by_one(tiny_stu
         assert comparable(one[name]) == comparable(three[name]), name
     uids = [ds.SOPInstanceUID for run in (one, three) for ds in run.values()]
     assert len(set(uids)) == len(uids)
-    bad = run_app(tiny_study, tmp_path / "bad", app_bundle, "--write_processes", "0")
-    assert bad.returncode == 2 and "write_processes" in bad.stderr and not (tmp_path / "bad").exists()
+    bad = run_app(tiny_study, tmp_path / "bad", app_bundle, "--dicom_processes", "0")
+    assert bad.returncode == 2 and "dicom_processes" in bad.stderr and not (tmp_path / "bad").exists()
 
 
-def _fake_slices(fail_at: dict):
-    """A stand-in for ``write_slices``: one marker file per slice; at the slices named in ``fail_at`` it raises, dies
-    or hangs as said."""
+def _items_work(folder: Path, fail_at: dict):
+    """Work for ``run_in_forked_parts``: one marker file per item, the part's items as its result; at the items named
+    in ``fail_at`` it raises, dies or hangs as said."""
 
-    def write(plan, indices):
-        for k in indices:
-            what = fail_at.get(int(k))
+    def work(part):
+        for k in part:
+            what = fail_at.get(k)
             if what == "input":
                 raise FusionInputError(f"MR image {k}: FrameOfReferenceUID is not a valid value")
             if what == "internal":
@@ -212,9 +211,10 @@ def _fake_slices(fail_at: dict):
                 os._exit(9)
             if what == "hang":
                 time.sleep(600)
-            (plan.stage / f"{k:03d}").write_text("written")
+            (folder / f"{k:03d}").write_text("written")
+        return list(part)
 
-    return write
+    return work
 
 
 @pytest.mark.parametrize("fail_at, error, message", [
@@ -226,20 +226,20 @@ def _fake_slices(fail_at: dict):
     ({30: "hang"}, RuntimeError, "writing slices 26-50 failed in a child process: no answer within 2 s"),
     ({3: "internal", 80: "hang"}, ValueError, "an encoder's bug"),
 ])
-def test_writing_processes_report_each_failure_and_leave_none_running(fail_at, error, message, tmp_path, monkeypatch):
-    """The orchestration alone (``write_slices`` replaced): four parts of 25 slices, the first in this process. An
-    input error in a child refuses as one, any other failure of a child is an internal error naming its slices, a
-    child that hangs is killed, and when this process's own part fails, the children are still waited for."""
-    monkeypatch.setattr(fused_series_writer, "write_slices", _fake_slices(fail_at))
-    monkeypatch.setattr(fused_series_writer, "CHILD_SECONDS_MIN", 2.0)
-    monkeypatch.setattr(fused_series_writer, "CHILD_SECONDS_PER_SLICE", 0.01)
-    plan = types.SimpleNamespace(mr_datasets=[None] * 100, stage=tmp_path)
+def test_forked_parts_give_results_in_order_report_each_failure_and_leave_no_child(
+        fail_at, error, message, tmp_path):
+    """``run_in_forked_parts``, which reads and writes the app's DICOM files: four parts of 25 items, the first in
+    this process. The results come back in order; an input error in a child refuses as one, any other failure of a
+    child is an internal error naming its items, a child that hangs is killed, and when this process's own part
+    fails, the children are still waited for."""
+    work = _items_work(tmp_path, fail_at)
     start = time.monotonic()
     if error is None:
-        write_slices_in_processes(plan, 4)
+        results = run_in_forked_parts(work, 100, 4, "writing slices", seconds_per_item=0.01, min_seconds=2.0)
+        assert results == [list(range(k, k + 25)) for k in range(0, 100, 25)]
     else:
         with pytest.raises(error) as raised:
-            write_slices_in_processes(plan, 4)
+            run_in_forked_parts(work, 100, 4, "writing slices", seconds_per_item=0.01, min_seconds=2.0)
         assert str(raised.value) == message
     assert time.monotonic() - start < 30
     written = sorted(p.name for p in tmp_path.iterdir())
@@ -247,6 +247,8 @@ def test_writing_processes_report_each_failure_and_leave_none_running(fail_at, e
         assert written == [f"{k:03d}" for k in range(100)]
     time.sleep(0.5)  # no child is left to write anything after the call has returned
     assert sorted(p.name for p in tmp_path.iterdir()) == written
+    assert contiguous_parts(100, 4) == [range(0, 25), range(25, 50), range(50, 75), range(75, 100)]
+    assert contiguous_parts(3, 4) == [range(0, 1), range(1, 2), range(2, 3)] and contiguous_parts(0, 2) == []
 
 
 def test_oblique_sagittal_mr_with_pet_in_another_frame_is_registered_and_fused(oblique_study, app_bundle, tmp_path):

@@ -15,13 +15,31 @@ from pydicom.uid import UID
 from monai.deploy.operators import DICOMDataLoaderOperator
 
 from ..errors import FusionInputError
+from ..forked_parts import available_processes, contiguous_parts, run_in_forked_parts
 from ..multiframe import is_multiframe, single_frame_files
 
 logger = logging.getLogger(__name__)
 
+# Checking a file means parsing all of it and decoding a compressed one: pure Python, about 3 ms a file on the
+# development machine (0.7-0.8 s for the sample study's 271), so the files are checked in several processes
+# (``forked_parts``), each taking a few dozen at least.
+MIN_FILES_PER_PROCESS = 32
+# a process still checking after this long per file (a large JPEG 2000 multi-frame image: seconds) is stuck
+SECONDS_PER_FILE = 5.0
 
-def pixel_data_problem(path: str) -> tuple[str | None, str | None]:
-    """(why the file at ``path`` cannot be used as an image instance or ``None`` when it can, its SOP Instance UID).
+
+def check_files(paths: list[str], processes: int) -> list[tuple[str | None, str | None, str]]:
+    """``pixel_data_problem`` of each of ``paths``, in order, in up to ``processes`` processes."""
+    if processes > 1:
+        logger.info("checking %d files in %d processes", len(paths), len(contiguous_parts(len(paths), processes)))
+    parts = run_in_forked_parts(lambda part: [pixel_data_problem(paths[i]) for i in part], len(paths), processes,
+                                "checking files", SECONDS_PER_FILE)
+    return [tuple(verdict) for part in parts for verdict in part]
+
+
+def pixel_data_problem(path: str) -> tuple[str | None, str | None, str]:
+    """(why the file at ``path`` cannot be used as an image instance or ``None`` when it can, its SOP Instance UID,
+    the Modality of a multi-frame MR or PT image, else "").
 
     Reads the whole file with pydicom and, for native (uncompressed) transfer syntaxes, checks that the
     pixel data holds every byte that Rows x Columns x Samples x Frames x BitsAllocated promises: a file cut
@@ -33,31 +51,37 @@ def pixel_data_problem(path: str) -> tuple[str | None, str | None]:
             ds = dcmread(path)
             ds.decode()  # every element now, not lazily later in another operator
     except RecursionError:
-        return "not a readable DICOM file (sequences nested too deeply)", None
+        return "not a readable DICOM file (sequences nested too deeply)", None, ""
     except Exception as err:  # noqa: BLE001 - whatever a damaged file makes pydicom raise, the file is unreadable
-        return f"not a readable DICOM file ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})", None
+        return f"not a readable DICOM file ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})", None, ""
     if "SOPInstanceUID" not in ds:
-        return "no SOP Instance UID", None
+        return "no SOP Instance UID", None, ""
     uid = str(ds.SOPInstanceUID)
     missing = [k for k in ("SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID") if not str(ds.get(k, "") or "")]
     if missing:  # the SDK would drop such an instance without a word
-        return f"no {' and no '.join(missing)}", uid
+        return f"no {' and no '.join(missing)}", uid, ""
     if "PixelData" not in ds:
-        return None, uid  # not an image (e.g. a report): the SDK loader sorts it out by SOP class
+        return None, uid, ""  # not an image (e.g. a report): the SDK loader sorts it out by SOP class
     syntax = UID(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2"))
     if not syntax.is_transfer_syntax:
-        return f"unknown transfer syntax {syntax}", uid
+        return f"unknown transfer syntax {syntax}", uid, ""
     if syntax.is_compressed:
-        return decoding_problem(ds, syntax), uid
+        problem = decoding_problem(ds, syntax)
+        return problem, uid, multiframe_modality(ds) if problem is None else ""
     try:
         expected = (int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1))
                     * int(ds.get("NumberOfFrames", 1) or 1) * int(ds.BitsAllocated) + 7) // 8
     except (AttributeError, TypeError, ValueError) as err:
-        return f"image attributes missing or malformed ({err})", uid
+        return f"image attributes missing or malformed ({err})", uid, ""
     got = len(ds.PixelData)
     if got < expected:
-        return f"pixel data truncated ({got} of {expected} bytes)", uid
-    return None, uid
+        return f"pixel data truncated ({got} of {expected} bytes)", uid, ""
+    return None, uid, multiframe_modality(ds)
+
+
+def multiframe_modality(ds) -> str:
+    """The Modality of a multi-frame MR or PT image (``multiframe.py`` reads it as single frames), else ""."""
+    return str(ds.Modality) if is_multiframe(ds) else ""
 
 
 def decoding_problem(ds, syntax: UID) -> str | None:
@@ -87,8 +111,13 @@ class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
     """``DICOMDataLoaderOperator`` that skips, with a warning naming it, any file that is not a usable DICOM
     instance (non-DICOM, truncated, a duplicate SOP instance), and says plainly when nothing usable is left.
 
-    Outputs ``dicom_study_list`` (List[DICOMStudy]) as the SDK loader does.
+    Outputs ``dicom_study_list`` (List[DICOMStudy]) as the SDK loader does. The files are checked by ``processes``
+    processes: None, as many as ``forked_parts.available_processes`` finds useful; 1, this one alone.
     """
+
+    def __init__(self, fragment, *args, processes: int | None = None, **kwargs):
+        self.processes = processes
+        super().__init__(fragment, *args, **kwargs)
 
     def load_data_to_studies(self, input_path: Path):
         input_path = Path(input_path)
@@ -122,7 +151,7 @@ class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
                 files.append(item)
 
     def _load_data(self, files: list[str]):
-        usable, first_path_of, unusable, damaged = [], {}, {}, []
+        regular_files = []
         for path in sorted(files):
             try:
                 regular = stat.S_ISREG(os.stat(path).st_mode)
@@ -132,7 +161,11 @@ class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
             if not regular:
                 logger.warning("skipping %s: not a regular file (a FIFO, socket or device)", path)
                 continue
-            problem, uid = pixel_data_problem(path)
+            regular_files.append(path)
+        processes = self.processes or available_processes(len(regular_files), MIN_FILES_PER_PROCESS)
+        verdicts = check_files(regular_files, processes)
+        usable, first_path_of, unusable, damaged, multiframe = [], {}, {}, [], {}
+        for path, (problem, uid, frames) in zip(regular_files, verdicts):
             if problem is None:
                 if uid in first_path_of:
                     if Path(path).read_bytes() != Path(first_path_of[uid]).read_bytes():
@@ -142,6 +175,8 @@ class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
                     continue
                 first_path_of[uid] = path
                 usable.append(path)
+                if frames:
+                    multiframe[path] = frames
                 continue
             logger.warning("skipping %s: %s", path, problem)
             damaged.append((path, problem, uid))
@@ -159,7 +194,7 @@ class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
         if not usable:
             raise FusionInputError(f"no usable DICOM file among the {len(files)} files in the input folder")
         logger.info("reading %d DICOM files (%d skipped)", len(usable), len(files) - len(usable))
-        studies = super()._load_data(expand_multiframe(usable))
+        studies = super()._load_data(expand_multiframe(usable, multiframe))
         # A series that lost a member is incomplete: the volume operator refuses it if it is the one chosen
         # (a lost first or last slice leaves no gap to see, and the volume would silently be shorter).
         for study in studies:
@@ -171,20 +206,20 @@ class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
 UNUSABLE_MEMBERS = "dcfb_unusable_members"
 
 
-def expand_multiframe(paths: list[str]) -> list:
-    """Each multi-frame MR or PT image replaced by its frames as single-frame files in memory (multiframe.py)."""
+def expand_multiframe(paths: list[str], multiframe: dict[str, str]) -> list:
+    """Each of ``paths`` that is in ``multiframe`` (a multi-frame image, by path: its Modality, MR or PT) replaced by
+    its frames as single-frame files in memory (multiframe.py)."""
     out = []
     for path in paths:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            header = dcmread(path, stop_before_pixels=True)
-        if is_multiframe(header):
+        if path in multiframe:
             frames = single_frame_files(path)
-            logger.info("%s: a multi-frame %s image, read as %d frames", path, header.Modality, len(frames))
+            logger.info("%s: a multi-frame %s image, read as %d frames", path, multiframe[path], len(frames))
             out.extend(frames)
         else:
             out.append(path)
     return out
+
+
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 
 

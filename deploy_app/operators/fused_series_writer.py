@@ -10,10 +10,7 @@ import datetime as dt
 import json
 import logging
 import os
-import select
 import shutil
-import signal
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -29,6 +26,7 @@ from monai.deploy.core import Operator, OperatorSpec
 from monai.transforms import ScaleIntensityRangePercentiles
 
 from ..errors import FusionInputError
+from ..forked_parts import available_processes, contiguous_parts, run_in_forked_parts
 from ..fusion_inputs import FusionResult
 from ..pet_registration_dicom import registered_pet_slice, spatial_registration
 from ..pet_units import PetUnits
@@ -225,109 +223,26 @@ def write_slices(plan: SlicePlan, indices) -> None:
                               enforce_file_format=True)
 
 
-# The per-slice work (each header built and checked, the colour overlay, pydicom's encoding) is pure Python, one core's
-# worth however many the machine has: 3.0-4.4 s of a 15-18 s app run on the sample study on the 2-core machine, the
-# largest stage after the network. Threads would wait on each other for the GIL; processes forked here share the
-# series, the fused volume and the plan without copying them. A fork copies only the thread that calls it: the
-# children run this module's Python, pydicom, highdicom and numpy, never PyTorch or Holoscan, whose threads the fork
-# leaves behind, and leave with os._exit, running none of the parent's exit handlers. (Not multiprocessing.Process:
-# its child start-up and shut-down expect the fork to come from a Python thread, and Holoscan runs the operators on
-# its own threads, where that child ends with exit code 1 before doing anything.) Each child answers through a pipe
-# (nothing, or the error's kind and text), so that an input error in a child still refuses the study with its one
-# line, and any failure leaves nothing behind (the stage folder is removed).
+# Each slice's objects (headers built and checked, the colour overlay, pydicom's encoding) are pure Python: 3.0-4.4 s
+# of a 15-18 s app run on the sample study on the 2-core development machine, the largest stage after the network.
+# So the slices are written in several processes (``forked_parts``), each taking a dozen or more.
 MIN_SLICES_PER_PROCESS = 16
-MAX_WRITE_PROCESSES = 4
-# a child that has not answered after this much per slice (measured: about 0.02 s) is stuck, not slow
-CHILD_SECONDS_PER_SLICE, CHILD_SECONDS_MIN = 1.0, 60.0
+# a process still writing after this long per slice (measured: about 0.02 s) is stuck, not slow
+SECONDS_PER_SLICE = 1.0
 
 
 def write_processes(n_slices: int) -> int:
-    """How many processes write a series of ``n_slices`` images here: the CPUs this process may use (at most
-    ``MAX_WRITE_PROCESSES``), fewer for a short series, 1 where there is no ``os.fork``."""
-    if not hasattr(os, "fork"):
-        return 1
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cpus, MAX_WRITE_PROCESSES, n_slices // MIN_SLICES_PER_PROCESS))
-
-
-def _fork_part(plan: SlicePlan, indices) -> tuple[int, int]:
-    """Fork a child that writes slices ``indices`` and answers through a pipe; returns (its pid, the pipe's end)."""
-    receive, send = os.pipe()
-    pid = os.fork()
-    if pid:
-        os.close(send)
-        return pid, receive
-    status = 1
-    try:
-        os.close(receive)
-        try:
-            write_slices(plan, indices)
-            outcome = None
-        except FusionInputError as err:
-            outcome = ["input", str(err)]
-        except Exception as err:  # noqa: BLE001 - every failure goes back to the parent, which raises it
-            outcome = ["internal", f"{type(err).__name__}: {err}"[:2000]]
-        os.write(send, json.dumps(outcome).encode())  # at most a few kB: the pipe holds it without a reader
-        status = 0
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        os._exit(status)
-
-
-def _answer(pid: int, receive: int, limit: float) -> tuple[str, str] | None:
-    """The child's answer (None: its slices are written), after it has ended; a child silent for ``limit``
-    seconds is killed."""
-    chunks, deadline = [], time.monotonic() + limit
-    with os.fdopen(receive, "rb", buffering=0) as pipe:
-        while True:
-            ready, _, _ = select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                return "internal", f"no answer within {limit:.0f} s"
-            chunk = pipe.read(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    _, status = os.waitpid(pid, 0)
-    if not chunks:
-        return "internal", f"the process ended without an answer (exit status {os.waitstatus_to_exitcode(status)})"
-    try:
-        outcome = json.loads(b"".join(chunks))
-    except ValueError:
-        return "internal", "the process's answer could not be read"
-    return None if outcome is None else tuple(outcome)
+    """How many processes write a series of ``n_slices`` images by default (``forked_parts.available_processes``)."""
+    return available_processes(n_slices, MIN_SLICES_PER_PROCESS)
 
 
 def write_slices_in_processes(plan: SlicePlan, processes: int) -> None:
-    """All slices of ``plan``, in ``processes`` contiguous parts: the first here, the others in forked children.
-    Raises ``FusionInputError`` or ``RuntimeError`` when any part fails (after every child has ended)."""
-    parts = [part for part in np.array_split(np.arange(len(plan.mr_datasets)), max(1, processes)) if len(part)]
-    if len(parts) == 1:
-        write_slices(plan, parts[0])
-        return
-    logger.info("writing the %d slices of each series in %d processes", len(plan.mr_datasets), len(parts))
-    for stream in (sys.stdout, sys.stderr):  # or the children would print what is still buffered here again
-        stream.flush()
-    children = []
-    try:
-        for part in parts[1:]:
-            children.append((*_fork_part(plan, part), part))
-        write_slices(plan, parts[0])
-    finally:
-        # every child is waited for, also when this part failed: none is left behind writing into the stage folder
-        failures = []
-        for pid, receive, part in children:
-            outcome = _answer(pid, receive, max(CHILD_SECONDS_MIN, CHILD_SECONDS_PER_SLICE * len(part)))
-            if outcome is not None:
-                failures.append((outcome, part))
-    for (kind, message), _ in failures:
-        if kind == "input":
-            raise FusionInputError(message)
-    if failures:
-        (_, message), part = failures[0]
-        raise RuntimeError(f"writing slices {part[0] + 1}-{part[-1] + 1} failed in a child process: {message}")
+    """All slices of ``plan``, in up to ``processes`` processes (``forked_parts.run_in_forked_parts``)."""
+    if processes > 1:
+        logger.info("writing the %d slices of each series in %d processes", len(plan.mr_datasets),
+                    len(contiguous_parts(len(plan.mr_datasets), processes)))
+    run_in_forked_parts(lambda part: write_slices(plan, part), len(plan.mr_datasets), processes, "writing slices",
+                        SECONDS_PER_SLICE)
 
 
 class FusedSeriesWriterOperator(Operator):
@@ -346,7 +261,7 @@ class FusedSeriesWriterOperator(Operator):
             patient data).
 
     The per-slice images are written by ``processes`` processes: None, as many as ``write_processes`` finds useful
-    (the CPUs, at most 4); 1, this one alone (see ``write_slices_in_processes``).
+    (one per CPU, at most 4); 1, this one alone (``forked_parts``).
     """
 
     def __init__(self, fragment, *args, output_folder: Path, write_nifti: bool = False, write_preview: bool = False,
