@@ -101,8 +101,8 @@ def run_in_forked_parts(work: Callable[[range], Any], n_items: int, processes: i
                         seconds_per_item: float, min_seconds: float = 60.0) -> list:
     """``[work(part) for part in contiguous_parts(n_items, processes)]``, the first part here and each other one in a
     forked child (its result must be JSON-serialisable, and comes back as JSON gives it). ``what`` names the work
-    in errors ("writing slices", "checking files"). A child that has not answered after ``seconds_per_item`` per item (at least
-    ``min_seconds``) is stuck, not slow: it is killed and its part reported failed.
+    in errors ("writing slices", "checking files"). A child that has not answered after ``seconds_per_item`` per
+    item (at least ``min_seconds``) is stuck, not slow: it is killed and its part reported failed.
 
     Raises ``FusionInputError`` when a child refused its input, else ``RuntimeError`` when a child failed (naming
     its items, 1-based), after every child has ended; an error in this process's own part is raised as it is."""
