@@ -12,11 +12,12 @@ app's Python, pydicom, highdicom and numpy, never PyTorch or Holoscan (whose thr
 Each child sends one JSON answer through a pipe: its part's result, or the kind and text of its error, so that an
 input error in a child still refuses the study with its one line (``FusionInputError``), and any other failure is an
 internal error naming the part. The parent waits for every child, also when its own part failed, and kills a child
-that stays silent past a time limit: no child outlives the call.
+that stays silent past a time limit; a child dies with its parent (a cancelled job): no child outlives the call.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import select
@@ -47,9 +48,22 @@ def contiguous_parts(n_items: int, processes: int) -> list[range]:
     return [range(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
 
 
+def _die_with(parent: int) -> None:
+    """In a child: be killed when the parent dies (a platform that cancels the job kills the app, and no child may
+    go on writing after it). Linux's PR_SET_PDEATHSIG; elsewhere nothing is done."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def _fork(work: Callable[[range], Any], part: range) -> tuple[int, int]:
     """Fork a child that runs ``work(part)`` and answers through a pipe; returns (its pid, the pipe's read end)."""
     receive, send = os.pipe()
+    parent = os.getpid()
     pid = os.fork()
     if pid:
         os.close(send)
@@ -57,6 +71,7 @@ def _fork(work: Callable[[range], Any], part: range) -> tuple[int, int]:
     status = 1
     try:
         os.close(receive)
+        _die_with(parent)
         try:
             answer = ["done", work(part)]
         except FusionInputError as err:

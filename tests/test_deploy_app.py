@@ -251,6 +251,32 @@ def test_forked_parts_give_results_in_order_report_each_failure_and_leave_no_chi
     assert contiguous_parts(3, 4) == [range(0, 1), range(1, 2), range(2, 3)] and contiguous_parts(0, 2) == []
 
 
+def test_forked_parts_die_with_the_process_that_forked_them(tmp_path):
+    """A platform that cancels a job kills the app: its writing children must not go on."""
+    script = (f"import os, time\nfrom deploy_app.forked_parts import run_in_forked_parts\n"
+              f"def work(part):\n"
+              f"    if part[0]:\n        open(os.path.join({str(tmp_path)!r}, str(os.getpid())), 'w').close()\n"
+              f"    time.sleep(60)\n    return []\n"
+              f"run_in_forked_parts(work, 3, 3, 'test', 100.0)\n")
+    app = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+    deadline = time.monotonic() + 30
+    while len(os.listdir(tmp_path)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    children = [int(name) for name in os.listdir(tmp_path)]
+    assert len(children) == 2
+    app.kill()
+    app.wait()
+    time.sleep(1.0)
+
+    def running(pid: int) -> bool:  # a dead child nobody has reaped yet is a zombie ("Z"), not running
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    assert not any(running(pid) for pid in children)
+
+
 def test_oblique_sagittal_mr_with_pet_in_another_frame_is_registered_and_fused(oblique_study, app_bundle, tmp_path):
     out = tmp_path / "out"
     proc = run_app(oblique_study, out, app_bundle, "--nifti")
