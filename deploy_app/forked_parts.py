@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import select
 import signal
@@ -28,6 +29,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import FusionInputError
+
+logger = logging.getLogger(__name__)
 
 MAX_PROCESSES = 4
 
@@ -64,7 +67,12 @@ def _fork(work: Callable[[range], Any], part: range) -> tuple[int, int]:
     """Fork a child that runs ``work(part)`` and answers through a pipe; returns (its pid, the pipe's read end)."""
     receive, send = os.pipe()
     parent = os.getpid()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(receive)
+        os.close(send)
+        raise
     if pid:
         os.close(send)
         return pid, receive
@@ -116,28 +124,39 @@ def run_in_forked_parts(work: Callable[[range], Any], n_items: int, processes: i
                         seconds_per_item: float, min_seconds: float = 60.0) -> list:
     """``[work(part) for part in contiguous_parts(n_items, processes)]``, the first part here and each other one in a
     forked child (its result must be JSON-serialisable, and comes back as JSON gives it). ``what`` names the work
-    in errors ("writing slices", "checking files"). A child that has not answered after ``seconds_per_item`` per
-    item (at least ``min_seconds``) is stuck, not slow: it is killed and its part reported failed.
+    in the log and in errors ("writing slices", "checking files"). A child that has not answered after
+    ``seconds_per_item`` per item (at least ``min_seconds``) is stuck, not slow: it is killed and its part reported
+    failed. A part for which no process can be forked (a container's process limit, memory) is done here.
 
     Raises ``FusionInputError`` when a child refused its input, else ``RuntimeError`` when a child failed (naming
     its items, 1-based), after every child has ended; an error in this process's own part is raised as it is."""
     parts = contiguous_parts(n_items, processes)
     if len(parts) <= 1:
         return [work(parts[0] if parts else range(0))]
+    logger.info("%s: %d in %d processes", what, n_items, len(parts))
     for stream in (sys.stdout, sys.stderr):  # or the children would print again what is still buffered here
         stream.flush()
-    children = []
+    results: list = [None] * len(parts)
+    children, here = [], [0]
     try:
-        for part in parts[1:]:
-            children.append((*_fork(work, part), part))
-        results = [work(parts[0])]
+        for index, part in enumerate(parts[1:], start=1):
+            try:
+                children.append((*_fork(work, part), index))
+            except OSError as err:
+                logger.warning("%s: no process could be forked (%s): this one does %d more", what,
+                               err.strerror or err, len(part))
+                here.append(index)
+        for index in here:
+            results[index] = work(parts[index])
     finally:
-        answers = [(_answer(pid, receive, max(min_seconds, seconds_per_item * len(part))), part)
-                   for pid, receive, part in children]
+        answers = [(_answer(pid, receive, max(min_seconds, seconds_per_item * len(parts[index]))), index)
+                   for pid, receive, index in children]
     for (kind, message), _ in answers:
         if kind == "input":
             raise FusionInputError(message)
-    for (kind, message), part in answers:
+    for (kind, message), index in answers:
         if kind != "done":
+            part = parts[index]
             raise RuntimeError(f"{what} {part[0] + 1}-{part[-1] + 1} failed in a child process: {message}")
-    return results + [result for (_, result), _ in answers]
+        results[index] = message
+    return results

@@ -183,7 +183,10 @@ def test_slices_written_by_several_processes_equal_those_written_by_one(tiny_stu
         proc = run_app(tiny_study, out, app_bundle, env={"DCFB_DICOM_PROCESSES": processes})
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert json.loads((out / "fusion_summary.json").read_text())["runtime"]["write_processes"] == int(processes)
-        assert ("in 3 processes" in proc.stderr + proc.stdout) == (processes == "3")
+        logs = proc.stderr + proc.stdout
+        slices = len(os.listdir(Path(tiny_study) / "MR"))
+        assert (f"writing slices: {slices} in 3 processes" in logs) == (processes == "3"), logs[-3000:]
+        assert ("checking files: " in logs) == (processes == "3")
         objects[processes] = {str(p.relative_to(out)): pydicom.dcmread(p) for p in sorted(out.rglob("*.dcm"))}
     one, three = objects["1"], objects["3"]
     assert list(one) == list(three) and len(one) > 3 * 16
@@ -249,6 +252,24 @@ def test_forked_parts_give_results_in_order_report_each_failure_and_leave_no_chi
     assert sorted(p.name for p in tmp_path.iterdir()) == written
     assert contiguous_parts(100, 4) == [range(0, 25), range(25, 50), range(50, 75), range(75, 100)]
     assert contiguous_parts(3, 4) == [range(0, 1), range(1, 2), range(2, 3)] and contiguous_parts(0, 2) == []
+
+
+def test_a_part_no_process_can_be_forked_for_is_done_here(tmp_path, monkeypatch, caplog):
+    """A container's process limit (fork fails with EAGAIN) costs time, not the study."""
+    real_fork, forks = os.fork, []
+
+    def fork():
+        forks.append(1)
+        if len(forks) == 2:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        return real_fork()
+
+    monkeypatch.setattr(os, "fork", fork)
+    results = run_in_forked_parts(_items_work(tmp_path, {}), 100, 4, "writing slices", 1.0)
+    assert results == [list(range(k, k + 25)) for k in range(0, 100, 25)] and len(forks) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{k:03d}" for k in range(100)]
+    assert "writing slices: no process could be forked (Resource temporarily unavailable): this one does 25 more" \
+        in caplog.text
 
 
 def test_forked_parts_die_with_the_process_that_forked_them(tmp_path):

@@ -15,7 +15,7 @@ from pydicom.uid import UID
 from monai.deploy.operators import DICOMDataLoaderOperator
 
 from ..errors import FusionInputError
-from ..forked_parts import available_processes, contiguous_parts, run_in_forked_parts
+from ..forked_parts import available_processes, run_in_forked_parts
 from ..multiframe import is_multiframe, single_frame_files
 
 logger = logging.getLogger(__name__)
@@ -30,8 +30,6 @@ SECONDS_PER_FILE = 5.0
 
 def check_files(paths: list[str], processes: int) -> list[tuple[str | None, str | None, str]]:
     """``pixel_data_problem`` of each of ``paths``, in order, in up to ``processes`` processes."""
-    if processes > 1:
-        logger.info("checking %d files in %d processes", len(paths), len(contiguous_parts(len(paths), processes)))
     parts = run_in_forked_parts(lambda part: [pixel_data_problem(paths[i]) for i in part], len(paths), processes,
                                 "checking files", SECONDS_PER_FILE)
     return [tuple(verdict) for part in parts for verdict in part]

@@ -26,7 +26,7 @@ from monai.deploy.core import Operator, OperatorSpec
 from monai.transforms import ScaleIntensityRangePercentiles
 
 from ..errors import FusionInputError
-from ..forked_parts import available_processes, contiguous_parts, run_in_forked_parts
+from ..forked_parts import available_processes, run_in_forked_parts
 from ..fusion_inputs import FusionResult
 from ..pet_registration_dicom import registered_pet_slice, spatial_registration
 from ..pet_units import PetUnits
@@ -236,13 +236,11 @@ def write_processes(n_slices: int) -> int:
     return available_processes(n_slices, MIN_SLICES_PER_PROCESS)
 
 
-def write_slices_in_processes(plan: SlicePlan, processes: int) -> None:
-    """All slices of ``plan``, in up to ``processes`` processes (``forked_parts.run_in_forked_parts``)."""
-    if processes > 1:
-        logger.info("writing the %d slices of each series in %d processes", len(plan.mr_datasets),
-                    len(contiguous_parts(len(plan.mr_datasets), processes)))
-    run_in_forked_parts(lambda part: write_slices(plan, part), len(plan.mr_datasets), processes, "writing slices",
-                        SECONDS_PER_SLICE)
+def write_slices_in_processes(plan: SlicePlan, processes: int) -> int:
+    """All slices of ``plan``, in up to ``processes`` processes (``forked_parts.run_in_forked_parts``); returns how
+    many parts they were written in."""
+    return len(run_in_forked_parts(lambda part: write_slices(plan, part), len(plan.mr_datasets), processes,
+                                   "writing slices", SECONDS_PER_SLICE))
 
 
 class FusedSeriesWriterOperator(Operator):
@@ -324,8 +322,7 @@ class FusedSeriesWriterOperator(Operator):
                          window=window, bar=bar, pet_sources=pet_sources, units=units, description=description, now=now,
                          uids=uids, numbers=numbers, registered=registered)
         processes = self.processes if self.processes is not None else write_processes(len(mr_datasets))
-        write_slices_in_processes(plan, processes)
-        runtime = {**self.runtime, "write_processes": processes}
+        runtime = {**self.runtime, "write_processes": write_slices_in_processes(plan, processes)}
         if registered:
             registration = spatial_registration(mr_datasets, pt_datasets, pair.mr_from_pt_world, uids["registration"],
                                                 numbers["registration"], "Rigid mutual-information registration "
