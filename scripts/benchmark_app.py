@@ -7,8 +7,9 @@ Two measurements, both printed as tables:
    /proc/self/clear_refs);
 2. the whole app as a user runs it (`python -m deploy_app ...`, imports and Holoscan start-up included), with
    its wall time and peak memory from the operating system: with the default CPU fast path (the TorchScript model's
-   weights in channels-last 3D layout, freed memory kept for reuse: ``deploy_app/memory_reuse.py``) and without it
-   (DCFB_CPU_OPTIMIZE=0), side by side, with the largest difference between their fused series in 12-bit steps.
+   weights in channels-last 3D layout, freed memory kept for reuse: ``deploy_app/memory_reuse.py``, DICOM files
+   checked and written in one process per CPU: ``deploy_app/forked_parts.py``) and without it (DCFB_CPU_OPTIMIZE=0),
+   side by side, with the largest difference between their fused series in 12-bit steps.
    The stages run with the fast path, as the app does by default.
 
 Targets (2-core CPU, full-size sample study, DICOM in to DICOM out): at most 8 s and 2 GB.
