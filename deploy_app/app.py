@@ -46,7 +46,8 @@ class FusionOptions:
     ``pet_emphasis``: lambda in [0, 1] of the conditioned network (0 keeps more MRI, 1 more PET); None takes the
     bundle's default (``pet_emphasis`` in its ``configs/inference.json``). ``optimize_cpu``: on a CPU, run the
     TorchScript model with its weights in channels-last 3D layout (``fusion_inference.optimize_for_cpu``; the same
-    fp32 arithmetic in another order; faster on a whole brain; on by default, ``DCFB_CPU_OPTIMIZE=0`` turns it
+    fp32 arithmetic in another order; faster on a whole brain) and by TorchScript's plain interpreter rather than its
+    profiling executor (faster for one call, bit-identical); on by default, ``DCFB_CPU_OPTIMIZE=0`` turns it
     off, and with it ``memory_reuse.keep_freed_memory``, which ``__main__`` applies, and the writing of the DICOM
     files in several processes). ``dicom_processes``: how many processes check the DICOM files read and write the
     DICOM slices; None, one per CPU (at most 4, ``forked_parts.available_processes``) with ``optimize_cpu``, else 1."""
