@@ -6,7 +6,8 @@ Two measurements, both printed as tables:
    and the peak resident memory of each stage (Linux: the peak is reset between stages through
    /proc/self/clear_refs);
 2. the whole app as a user runs it (`python -m deploy_app ...`, imports and Holoscan start-up included), with
-   its wall time and peak memory from the operating system: with the default CPU fast path (the TorchScript model's
+   its wall time and peak memory (the proportional set size of the app and the processes it forks, sampled every
+   50 ms in one more run, whose time is not counted: their RSS would count the pages they share twice): with the default CPU fast path (the TorchScript model's
    weights in channels-last 3D layout, freed memory kept for reuse: ``deploy_app/memory_reuse.py``, DICOM files
    checked and written in one process per CPU: ``deploy_app/forked_parts.py``) and without it (DCFB_CPU_OPTIMIZE=0),
    side by side, with the largest difference between their fused series in 12-bit steps.
@@ -33,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -113,15 +115,55 @@ def stage_benchmark(study: Path, model: Path, output: Path) -> list[tuple[str, f
     return rows
 
 
-def whole_app(study: Path, model: Path, output: Path, env: dict | None = None,
-              python: str = sys.executable) -> tuple[float, float, int]:
+def tree_pss_gb(pid: int) -> float:
+    """The proportional set size of process ``pid`` and its children (the app forks DICOM readers and writers), GB.
+
+    Why PSS: a forked child maps the app's pages copy-on-write, and its RSS counts them again; PSS divides each shared
+    page among the processes that map it, so the sum is the memory the tree really holds (what a container's memory
+    limit sees). Linux only (``/proc/PID/smaps_rollup``); 0 where it cannot be read."""
+
+    def pss(p: int) -> float:
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as rollup:
+                return next((int(line.split()[1]) for line in rollup if line.startswith("Pss:")), 0) / 2**20
+        except OSError:
+            return 0.0
+
+    children = set()
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children.update(int(c) for c in f.read().split())
+    except OSError:
+        pass
+    return pss(pid) + sum(pss(c) for c in children)
+
+
+def whole_app(study: Path, model: Path, output: Path, env: dict | None = None, python: str = sys.executable,
+              memory: bool = False) -> tuple[float, float, int]:
+    """Wall time, peak memory (GB) and exit status of one run of the app. With ``memory``, the peak is the largest PSS
+    of the app and its children, sampled every 50 ms (``tree_pss_gb``; the sampling walks the app's page tables and
+    slows it down, so such a run's time is not used); otherwise (and where /proc cannot give it) the largest RSS of any
+    of them from ``wait4``, which counts the pages a forked child shares with the app twice."""
     start = time.perf_counter()
     proc = subprocess.Popen([python, "-m", "deploy_app", "-i", str(study), "-o", str(output), "-m", str(model)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, **(env or {})})
+    peak, done = [0.0], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], tree_pss_gb(proc.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    if memory:
+        sampler.start()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
-    return wall, usage.ru_maxrss / 2**20, os.waitstatus_to_exitcode(status)
+    done.set()
+    if memory:
+        sampler.join()
+    return wall, peak[0] or usage.ru_maxrss / 2**20, os.waitstatus_to_exitcode(status)
 
 
 def main() -> int:
@@ -148,13 +190,18 @@ def main() -> int:
         for name, env in (("CPU fast path (default)", {}), ("plain fp32 (=0)", {"DCFB_CPU_OPTIMIZE": "0"})):
             print(f"whole app (subprocess), {name}:", flush=True)
             walls, peaks = [], []
-            for k in range(max(1, args.repeat)):
-                wall, peak, code = whole_app(args.study, args.model, Path(tmp) / f"{name}{k}", env, args.python)
+            # the timed runs, then one more that measures the memory (its sampling slows the app down)
+            for k in range(max(1, args.repeat) + 1):
+                memory = k == max(1, args.repeat)
+                wall, peak, code = whole_app(args.study, args.model, Path(tmp) / f"{name}{k}", env, args.python,
+                                             memory)
                 if code != 0:
                     print(f"benchmark_app: the app failed with exit status {code} ({name})", file=sys.stderr)
                     return 1
-                walls.append(wall)
-                peaks.append(peak)
+                if memory:
+                    peaks.append(peak)
+                else:
+                    walls.append(wall)
             runs[name] = (statistics.median(walls), max(peaks), stored_fused(Path(tmp) / f"{name}0"), walls)
         steps = int(abs(runs["CPU fast path (default)"][2] - runs["plain fp32 (=0)"][2]).max())
         print("stages (in process, the default path):", flush=True)
